@@ -1,0 +1,3 @@
+from antinet_tui.frontends.cli import main
+
+raise SystemExit(main())
