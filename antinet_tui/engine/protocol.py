@@ -42,7 +42,8 @@ class GenerationResult:
     stop_reason: StopReason
     started_ns: int  # the backend began work on the request
     prefill_done_ns: int  # prompt processed, first logits ready
-    token_times_ns: list[int]  # one stamp per generated token, when it was emitted
+    token_times_ns: list[int]  # one stamp per generated token, taken when it was sampled
+    seed: int | None = None  # the sampling seed used (drawn when the request gave none)
     backend_profile: dict[str, Any] = field(default_factory=dict)  # the backend's own figures
 
 

@@ -77,7 +77,8 @@ class Transformer:
         self._check_room(cache, len(tokens))
         outs = []
         for start in range(0, len(tokens), PREFILL_CHUNK):
-            h = self._forward_chunk(tokens[start:start + PREFILL_CHUNK], cache)
+            with np.errstate(over="ignore"):
+                h = self._forward_chunk(tokens[start:start + PREFILL_CHUNK], cache)
             outs.append(h if all_logits else h[-1:])
         logits = (np.concatenate(outs) if len(outs) > 1 else outs[0]) @ self._lm_head
         return logits if all_logits else logits[-1]
@@ -114,6 +115,10 @@ class Transformer:
 
     def decode(self, token: int, cache: KVCache) -> np.ndarray:
         """Process one token at position cache.length; returns its logits (vocab,)."""
+        with np.errstate(over="ignore"):
+            return self._decode(token, cache)
+
+    def _decode(self, token: int, cache: KVCache) -> np.ndarray:
         cfg = self.cfg
         self._check_room(cache, 1)
         pos = cache.length
@@ -159,6 +164,8 @@ def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
+    # exp(-x) overflows to inf for x < -88; x / inf = -0 is the right limit (callers
+    # silence the warning with np.errstate once per step, not per call)
     return x / (1.0 + np.exp(-x))
 
 

