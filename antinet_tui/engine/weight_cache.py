@@ -1,9 +1,10 @@
 """A cache of prepared (dequantized, laid-out) weights, so a second launch loads fast.
 
 Opening a GGUF and dequantizing it costs seconds (the 49k-entry vocabulary alone takes
-~2 s to parse). The cache keeps the result in the user cache dir: one flat float32 file
-that is memory-mapped back (the OS page cache makes a warm load nearly free) and a JSON
-manifest with the config, the tokenizer metadata and the tensor index.
+~2 s to parse). The cache keeps the result in the user cache dir: one flat file of the
+prepared tensors, read back into a huge-page buffer (see memory.py; a warm read comes
+from the OS page cache), and a JSON manifest with the config, the tokenizer metadata
+and the tensor index.
 
 Entries are keyed by the SHA-256 of the model file's bytes (~0.06 s for 98 MB), so a
 changed model file can never be served stale, whatever its name or timestamps. Entries
@@ -24,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 3  # bump when the prepared layout changes
-_ALIGN = 64
+from antinet_tui.engine.memory import layout, read_into_buffer, views
+
+FORMAT_VERSION = 4  # bump when the prepared layout changes
 
 
 def default_cache_dir() -> Path:
@@ -62,15 +64,11 @@ class WeightCache:
             manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
             if manifest.get("sha256") != digest or manifest.get("format") != FORMAT_VERSION:
                 return None
-            blob = np.memmap(entry / "weights.bin", dtype=np.uint8, mode="r")
-        except (OSError, ValueError):
-            return None  # absent or unreadable: rebuild
-        weights = {}
-        for name, dtype, shape, offset in manifest["tensors"]:
-            n_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            if offset + n_bytes > blob.size:
-                return None  # truncated entry
-            weights[name] = blob[offset:offset + n_bytes].view(dtype).reshape(shape)
+            with open(entry / "weights.bin", "rb") as f:
+                buffer = read_into_buffer(f, manifest["size"])
+            weights = views(buffer, manifest["tensors"])
+        except (OSError, ValueError, KeyError):
+            return None  # absent, truncated or unreadable: rebuild
         return CachedModel(weights, manifest["meta"], entry)
 
     def store(self, digest: str, source: Path, weights: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
@@ -78,18 +76,13 @@ class WeightCache:
         final = self.entry_dir(digest)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
         try:
-            index, offset = [], 0
+            index, size = layout(weights)
             with open(tmp / "weights.bin", "wb") as f:
-                for name, arr in weights.items():
-                    pad = -offset % _ALIGN
-                    f.write(b"\0" * pad)
-                    offset += pad
-                    arr = np.ascontiguousarray(arr)
-                    f.write(arr.data)
-                    index.append([name, arr.dtype.str, list(arr.shape), offset])
-                    offset += arr.nbytes
+                for (_, _, _, offset), arr in zip(index, weights.values()):
+                    f.write(b"\0" * (offset - f.tell()))
+                    f.write(np.ascontiguousarray(arr).data)
             manifest = {"format": FORMAT_VERSION, "sha256": digest, "source": str(source.resolve()),
-                        "tensors": index, "meta": meta}
+                        "size": size, "tensors": index, "meta": meta}
             (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
             self._remove_entries_for(source, keep=tmp)
             try:

