@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from antinet_tui.engine.errors import EngineError
+from antinet_tui.engine.errors import EngineError, UnknownBackend
 from antinet_tui.engine.protocol import Backend
 
 BACKENDS = {
@@ -23,4 +23,4 @@ def create_backend(name: str, model: str | None = None, *, n_ctx: int | None = N
         from antinet_tui.engine.genie import GenieBackend
 
         return GenieBackend(model)
-    raise EngineError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+    raise UnknownBackend(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

@@ -26,3 +26,7 @@ class UnknownMode(EngineError):
 
 class BackendUnavailable(EngineError):
     """The backend cannot run here (missing runtime, device busy, ...)."""
+
+
+class UnknownBackend(EngineError):
+    pass

@@ -18,9 +18,22 @@ ALIGN = 64  # bytes; keeps every tensor SIMD-aligned inside the buffer
 
 def huge_page_buffer(nbytes: int) -> np.ndarray:
     """A writable uint8 array of nbytes, on huge pages where the OS supports them."""
+    return _anonymous_buffer(nbytes, "MADV_HUGEPAGE")
+
+
+def small_page_buffer(nbytes: int) -> np.ndarray:
+    """A writable uint8 array of nbytes that becomes resident 4 KiB at a time.
+
+    For buffers filled gradually (the KV cache): numpy advises huge pages for large
+    arrays itself, and then the first write to each 2 MiB region zeroes all of it.
+    """
+    return _anonymous_buffer(nbytes, "MADV_NOHUGEPAGE")
+
+
+def _anonymous_buffer(nbytes: int, advice: str) -> np.ndarray:
     try:
         region = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        region.madvise(mmap.MADV_HUGEPAGE)
+        region.madvise(getattr(mmap, advice))
     except (AttributeError, OSError, ValueError):  # not Linux, or THP unavailable
         return np.empty(nbytes, dtype=np.uint8)
     return np.frombuffer(region, dtype=np.uint8, count=nbytes)

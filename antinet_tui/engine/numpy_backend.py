@@ -74,6 +74,11 @@ class NumpyBackend:
                                      eos_token=_token_text(vocab, vocab.eos_id))
         self._model = Transformer(cfg, weights, self._n_ctx)
         self._cache_kv = self._model.new_cache()
+        progress(0.97, "warming up")
+        # The first matmuls allocate BLAS buffers and wake its threads (~0.2 s here): pay
+        # that now, so the first request's TTFT measures the model, not the start-up.
+        self._model.forward(np.zeros(min(16, self._model.n_ctx), dtype=np.int64), self._cache_kv)
+        self._cache_kv.reset()
         self._modes.apply(DEFAULT_CPU_MODE)
         self._info = ModelInfo(
             name=meta["name"],
@@ -130,7 +135,7 @@ class NumpyBackend:
         def result(stop: StopReason, out: list[int], times: list[int], text: str, prefill_done: int):
             return GenerationResult(text=text, token_ids=out, prompt_tokens=len(ids), stop_reason=stop,
                                     started_ns=started, prefill_done_ns=prefill_done,
-                                    token_times_ns=times, seed=seed)
+                                    token_times_ns=times, backend_profile={"seed": seed})
 
         cache.reset()
         for start in range(0, len(ids), PREFILL_CHUNK):  # cancellable between chunks

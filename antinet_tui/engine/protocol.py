@@ -43,8 +43,8 @@ class GenerationResult:
     started_ns: int  # the backend began work on the request
     prefill_done_ns: int  # prompt processed, first logits ready
     token_times_ns: list[int]  # one stamp per generated token, taken when it was sampled
-    seed: int | None = None  # the sampling seed used (drawn when the request gave none)
-    backend_profile: dict[str, Any] = field(default_factory=dict)  # the backend's own figures
+    # the backend's own figures and facts, e.g. {"seed": 42} or Genie's GetProfile() event
+    backend_profile: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

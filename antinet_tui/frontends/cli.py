@@ -103,29 +103,7 @@ def _fail(message: str, code: Exit) -> int:
     return int(code)
 
 
-# --- building the runtime ---------------------------------------------------------------
-
-def build_service(settings: Settings):
-    """Backend + breaker + log wired into an EngineService (not started)."""
-    from antinet_tui.engine.backends import create_backend
-    from antinet_tui.runtime.breaker import BreakerConfig, CircuitBreaker
-    from antinet_tui.runtime.service import EngineService
-    from antinet_tui.runtime.session_log import SessionLog, default_log_path
-
-    backend = create_backend(settings.backend, settings.model, n_ctx=settings.ctx)
-    modes = backend.capabilities().mode_names
-    if settings.mode is not None and settings.mode not in modes:
-        from antinet_tui.engine.errors import UnknownMode
-
-        raise UnknownMode(settings.mode, modes)
-    breaker = CircuitBreaker(BreakerConfig(
-        window_size=settings.breaker_window, minimum_calls=settings.breaker_min_calls,
-        slow_call_ms=settings.slow_call_ms, open_wait_s=settings.breaker_wait_s,
-        half_open_probes=settings.breaker_probes))
-    log = None if settings.no_log else SessionLog(settings.log_file or default_log_path())
-    return EngineService(backend, queue_size=settings.queue_size, breaker=breaker, session_log=log,
-                         initial_mode=settings.mode)
-
+# --- waiting for the engine ----------------------------------------------------------------
 
 def _start_and_wait_loaded(service, show_progress: bool) -> Any:
     """Start the engine thread and block until the model is loaded; returns the Loaded event."""
@@ -171,10 +149,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if sys.stdin.isatty() and prompt is None:
             return _fail("no prompt: pass it as an argument or on standard input", Exit.USAGE)
         prompt = sys.stdin.read()
+    from antinet_tui.frontends.wiring import build_service  # imports numpy: not for --help
+
     try:
         service = build_service(settings)
     except EngineError as exc:
-        return _fail(str(exc), Exit.MODEL if not _is_usage_error(exc) else Exit.USAGE)
+        return _fail(str(exc), _setup_exit(exc))
     stream = sys.stderr if args.json else sys.stdout
     show_stream = not args.json or sys.stderr.isatty()
 
@@ -183,7 +163,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             stream.write(event.text)
             stream.flush()
 
-    with service:
+    try:
         try:
             loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty())
         except EngineError as exc:
@@ -206,12 +186,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             return int(Exit.INTERRUPTED)
         assert isinstance(outcome, Finished)
         return int(Exit.OK)
+    finally:
+        service.shutdown()
 
 
-def _is_usage_error(exc: EngineError) -> bool:
-    from antinet_tui.engine.errors import UnknownMode
+def _setup_exit(exc: EngineError) -> Exit:
+    """A mistyped mode or backend is a usage error; anything else is about the model."""
+    from antinet_tui.engine.errors import UnknownBackend, UnknownMode
 
-    return isinstance(exc, UnknownMode) or str(exc).startswith("unknown backend")
+    return Exit.USAGE if isinstance(exc, (UnknownMode, UnknownBackend)) else Exit.MODEL
 
 
 def run_record(outcome, loaded, service) -> dict[str, Any]:
@@ -242,7 +225,6 @@ def run_record(outcome, loaded, service) -> dict[str, Any]:
         "model_name": info.name,
         "load_seconds": info.load_seconds,
         "weights_from_cache": info.details.get("from_cache"),
-        "seed": m.backend_profile.get("seed") if m.backend_profile else None,
         "backend_profile": m.backend_profile or {},
     }
 
@@ -254,16 +236,19 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
     from antinet_tui.engine.cpu_modes import usable_cores
 
+    from antinet_tui.frontends.wiring import build_service  # imports numpy: not for --help
+
     try:
         service = build_service(settings)
     except EngineError as exc:
-        return _fail(str(exc), Exit.MODEL if not _is_usage_error(exc) else Exit.USAGE)
-    with service:
-        try:
-            loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty() and not args.json)
-        except EngineError as exc:
-            return _fail(str(exc), Exit.MODEL)
-        info, caps, mode = loaded.model_info, loaded.capabilities, service.current_mode
+        return _fail(str(exc), _setup_exit(exc))
+    try:
+        loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty() and not args.json)
+    except EngineError as exc:
+        return _fail(str(exc), Exit.MODEL)
+    finally:
+        service.shutdown()
+    info, caps, mode = loaded.model_info, loaded.capabilities, service.current_mode
     memory = psutil.virtual_memory()
     freq = psutil.cpu_freq()
     report = {

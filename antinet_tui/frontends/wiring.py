@@ -1,0 +1,28 @@
+"""Settings -> a ready-to-start EngineService: shared by the CLI and the dashboard."""
+
+from __future__ import annotations
+
+from antinet_tui.config import Settings
+from antinet_tui.engine.backends import create_backend
+from antinet_tui.engine.errors import UnknownMode
+from antinet_tui.runtime.breaker import BreakerConfig, CircuitBreaker
+from antinet_tui.runtime.service import EngineService
+from antinet_tui.runtime.session_log import SessionLog, default_log_path
+
+
+def build_service(settings: Settings) -> EngineService:
+    """Backend + breaker + session log wired into an EngineService (not started).
+
+    Raises EngineError (ModelNotFound, UnknownMode, ...) with a message for the operator.
+    """
+    backend = create_backend(settings.backend, settings.model, n_ctx=settings.ctx)
+    modes = backend.capabilities().mode_names
+    if settings.mode is not None and settings.mode not in modes:
+        raise UnknownMode(settings.mode, modes)
+    breaker = CircuitBreaker(BreakerConfig(
+        window_size=settings.breaker_window, minimum_calls=settings.breaker_min_calls,
+        slow_call_ms=settings.slow_call_ms, open_wait_s=settings.breaker_wait_s,
+        half_open_probes=settings.breaker_probes))
+    log = None if settings.no_log else SessionLog(settings.log_file or default_log_path())
+    return EngineService(backend, queue_size=settings.queue_size, breaker=breaker, session_log=log,
+                         initial_mode=settings.mode)
