@@ -1,0 +1,60 @@
+"""Bad input stops at the runtime boundary with a message that says what is wrong.
+
+Each check raises `InvalidRequest` (or `UnknownMode`) from engine.errors; the runtime
+turns it into a Rejected event, so nothing downstream ever sees such input.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Sequence
+
+from antinet_tui.engine.errors import InvalidRequest, UnknownMode
+from antinet_tui.engine.protocol import GenerationRequest
+
+_ALLOWED_CONTROLS = {"\n", "\t"}
+
+
+def validate_prompt(text: str) -> None:
+    if not isinstance(text, str):
+        raise InvalidRequest(f"prompt must be text, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidRequest("prompt is empty" if not text else "prompt is only whitespace")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            f"prompt is not valid UTF-8: lone surrogate U+{ord(text[exc.start]):04X} at position {exc.start}"
+        ) from None
+    for position, char in enumerate(text):
+        if char not in _ALLOWED_CONTROLS and unicodedata.category(char) == "Cc":
+            raise InvalidRequest(f"prompt contains control character U+{ord(char):04X} at position {position}")
+
+
+def validate_request(
+    request: GenerationRequest, context_length: int | None = None, prompt_tokens: int | None = None
+) -> None:
+    """The whole request. Checks that need the model (context, token count) are skipped
+    while those are unknown (None): the runtime repeats them once the model is loaded."""
+    validate_prompt(request.prompt)
+    if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
+        raise InvalidRequest(f"max_new_tokens must be at least 1, got {request.max_new_tokens!r}")
+    if not (math.isfinite(request.temperature) and request.temperature >= 0):
+        raise InvalidRequest(f"temperature must be a finite number >= 0 (0 is greedy), got {request.temperature}")
+    if not 0 < request.top_p <= 1:
+        raise InvalidRequest(f"top_p must be in (0, 1], got {request.top_p}")
+    if request.top_k < 0:
+        raise InvalidRequest(f"top_k must be >= 0 (0 turns it off), got {request.top_k}")
+    if context_length is None:
+        return
+    if request.max_new_tokens > context_length:
+        raise InvalidRequest(f"max_new_tokens is {request.max_new_tokens}; the context holds {context_length}")
+    if prompt_tokens is not None and prompt_tokens >= context_length:
+        leaves = "" if prompt_tokens > context_length else " and leaves no room for an answer"
+        raise InvalidRequest(f"prompt is {prompt_tokens} tokens; the context holds {context_length}{leaves}")
+
+
+def validate_mode(name: str, valid: Sequence[str]) -> None:
+    if name not in valid:
+        raise UnknownMode(name, tuple(valid))
