@@ -138,6 +138,9 @@ def test_modes_rewrite_private_copies_and_read_back(bundle, make_backend, tmp_pa
     backend.load()
     assert backend.capabilities().default_mode == "burst"
     assert backend.current_mode().effective == "burst"
+    pid = backend.model_info().details["worker_pid"]
+    assert backend.apply_mode("burst").switch_seconds == 0.0  # already loaded: no rebuild
+    assert backend._worker.process.pid == pid
 
     readback = backend.apply_mode("power_saver")
 

@@ -87,11 +87,15 @@ class _Worker:
 
     def crashed(self) -> EngineError:
         self.process.join(timeout=2)
-        code = self.process.exitcode
-        return native_failure(
-            self.output_tail(), GenieWorkerCrashed,
-            f"The Genie worker process died (exit code {code}); it restarts on the next request",
-        )
+        summary = (f"The Genie worker process died (exit code {self.process.exitcode}); "
+                   "it restarts on the next request")
+        output = self.output_tail()
+        if not output:  # it died before redirecting its output: while being spawned
+            summary += (". It died while starting; its error went to this terminal's stderr. "
+                        "If you drive GenieBackend from your own script, run that code under "
+                        "`if __name__ == \"__main__\":` (the worker is started with "
+                        "multiprocessing's spawn, which re-imports the main script)")
+        return native_failure(output, GenieWorkerCrashed, summary)
 
     def output_tail(self, max_chars: int = 4000) -> str:
         try:
@@ -124,6 +128,9 @@ class GenieBackend:
     `state_dir` (private config copies and the worker log; default a temp dir removed on
     close), timeouts in seconds, `child_sys_path` / `child_env` (prepended to the
     worker's sys.path / added to its environment) and `debug` (Genie's verbose log).
+
+    The worker is started with multiprocessing's spawn method: a script that uses this
+    class must keep its top-level code under `if __name__ == "__main__":`.
     """
 
     name = "genie"
@@ -187,6 +194,7 @@ class GenieBackend:
         elif self._state_dir is None:
             self._state_dir = Path(tempfile.mkdtemp(prefix="antinet-genie-"))
         progress(0.2, "loading the model onto the NPU (Genie worker)")
+        self._stop_worker()  # a second load() replaces the first worker
         self._start_worker()
         self._readback = self._read_back(self._mode or self._readback_effective(), 0.0)
         bundle = self._bundle
@@ -225,9 +233,10 @@ class GenieBackend:
         message = worker.receive(self._load_timeout)
         if message is None:
             worker.kill()
-            raise GenieWorkerHung(
-                f"The Genie context did not load within {self._load_timeout:.0f} s; the worker "
-                "was killed. A large bundle may need a longer load timeout."
+            raise native_failure(
+                worker.output_tail(), GenieWorkerHung,
+                f"The Genie context did not load within {self._load_timeout:g} s and the worker "
+                "was killed (a large bundle may need a longer load_timeout_s)",
             )
         kind = message[0]
         if kind == "load_failed":
@@ -288,11 +297,18 @@ class GenieBackend:
         return len(self._encode(self._render(request)))
 
     def apply_mode(self, mode: str) -> ModeReadback:
-        """Re-create the context on a private config carrying `mode`; measure the switch."""
+        """Re-create the context on a private config carrying `mode`; measure the switch.
+
+        A mode the running context already loaded costs nothing (e.g. an initial
+        `--mode burst` on a bundle that ships burst).
+        """
         if mode not in PERF_PROFILES:
             raise UnknownMode(mode, tuple(PERF_PROFILES))
         if self._bundle is None:
             raise EngineError("the Genie backend is not loaded yet: call load() first")
+        if self._worker is not None and self._ready.get("perf_profile") == mode:
+            self._readback = self._read_back(mode, 0.0)  # already loaded with it: no rebuild
+            return self._readback
         started = time.perf_counter()
         self._stop_worker()
         previous, self._mode = self._mode, mode
@@ -383,7 +399,8 @@ class GenieBackend:
 
         output = done["output"] if done else ""
         event = done["event"] if done else None
-        if "Failed to get response" in output or (done and not stream.ids and event is None):
+        answered = stream.ids or event is not None or cancel.is_set()
+        if "Failed to get response" in output or (done and not answered):
             raise native_failure(output, GenieQueryFailed, "Genie returned no answer")
         profile: dict[str, Any] = figures(event) if event else {}
         profile.update(perf_profile=self._ready.get("perf_profile"), chunks=stream.chunks)
