@@ -77,6 +77,7 @@ class FakeBackend:
         nice_permitted: bool = True,  # False: burst's raised priority is refused, as without CAP_SYS_NICE
         mode_errors: dict[str, Exception] | None = None,  # apply_mode(name) raises this
         respects_cancel: bool = True,  # False: a backend that never checks the flag
+        keep_history: bool = True,  # False for soaks: `requests` and `modes_during_generate` stay empty
     ):
         self.reply_pieces = re.findall(r"\s*\S+", reply)
         self.context_length = context_length
@@ -91,6 +92,7 @@ class FakeBackend:
         self.nice_permitted = nice_permitted
         self.mode_errors = dict(mode_errors or {})
         self.respects_cancel = respects_cancel
+        self.keep_history = keep_history
 
         self.loaded = False
         self.closed = False
@@ -148,8 +150,9 @@ class FakeBackend:
         if not self.loaded or self.closed:
             raise EngineError("the fake backend is not loaded")
         self.generate_calls += 1
-        self.requests.append(request)
-        self.modes_during_generate.append(self._mode.requested if self._mode else None)
+        if self.keep_history:
+            self.requests.append(request)
+            self.modes_during_generate.append(self._mode.requested if self._mode else None)
         self.generating.set()
         self.started_requests.release()
         try:
