@@ -16,11 +16,19 @@ from typing import Any
 from antinet_tui.hub.errors import HubError, from_qai_hub
 
 
+def import_qai_hub() -> Any:
+    try:
+        import qai_hub
+    except ImportError as exc:
+        raise HubError(f"qai-hub is not installed ({exc}): pip install qai-hub", exit_code=3) from exc
+    return qai_hub
+
+
 @contextlib.contextmanager
 def hub_calls() -> Iterator[None]:
     """Run qai_hub calls; their failures come out as HubError."""
-    import qai_hub
-    import requests
+    qai_hub = import_qai_hub()
+    import requests  # a dependency of qai-hub
 
     try:
         yield
@@ -33,8 +41,7 @@ def connect() -> Any:
 
     qai-hub's own progress printing is turned off: stdout is for our results.
     """
-    import qai_hub
-
+    qai_hub = import_qai_hub()
     client = qai_hub.Client()
     with hub_calls():
         client.config.verbose = False
@@ -73,8 +80,7 @@ def list_devices(client: Any, name: str = "", os_version: str = "",
 
 def find_device(client: Any, name: str) -> Any:
     """The qai_hub.Device with exactly this name, or a HubError suggesting near names."""
-    import qai_hub
-
+    qai_hub = import_qai_hub()
     with hub_calls():
         exact = client.get_devices(name=name)
     if exact:

@@ -129,6 +129,12 @@ def test_token_missing_from_the_file(monkeypatch, tmp_path, capsys):
     assert "has no API token" in capsys.readouterr().err
 
 
+def test_qai_hub_not_installed(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "qai_hub", None)  # makes `import qai_hub` fail
+    assert hub("devices") == 3
+    assert "pip install qai-hub" in capsys.readouterr().err
+
+
 def test_no_network(fake_hub, monkeypatch, capsys):
     def offline(*args, **kwargs):
         raise requests.exceptions.ConnectionError("Failed to establish a new connection")

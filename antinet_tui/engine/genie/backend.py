@@ -73,7 +73,7 @@ class _Worker:
     def send(self, message: tuple[Any, ...]) -> None:
         try:
             self.conn.send(message)
-        except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as exc:
+        except OSError as exc:  # BrokenPipeError, ConnectionResetError, ...
             raise self.crashed() from exc
 
     def receive(self, timeout: float) -> tuple[Any, ...] | None:
@@ -82,7 +82,7 @@ class _Worker:
             if not self.conn.poll(timeout):
                 return None
             return self.conn.recv()
-        except (EOFError, ConnectionResetError, BrokenPipeError, OSError) as exc:
+        except (EOFError, OSError) as exc:
             raise self.crashed() from exc
 
     def crashed(self) -> EngineError:
@@ -111,7 +111,7 @@ class _Worker:
     def stop(self, timeout: float = 5.0) -> None:
         try:
             self.conn.send(("exit",))
-        except (BrokenPipeError, ConnectionResetError, OSError):
+        except OSError:
             pass  # already gone: nothing to ask
         self.process.join(timeout)
         if self.process.is_alive():
@@ -223,9 +223,11 @@ class GenieBackend:
         assert self._bundle is not None and self._state_dir is not None
         started = time.perf_counter()
         config = self._bundle.write_private(self._mode, self._state_dir)
+        log_path = self._state_dir / "worker-output.log"
+        log_path.unlink(missing_ok=True)  # an old worker's lines must not explain this one
         worker = _Worker(WorkerSpec(
             config_path=str(config),
-            log_path=str(self._state_dir / "worker-output.log"),
+            log_path=str(log_path),
             sys_path=self._child_sys_path,
             env=self._child_env,
             debug=self._debug,
