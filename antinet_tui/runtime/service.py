@@ -5,7 +5,8 @@ Two threads, both daemons:
 * the engine thread owns the backend for its whole life (load, generate, apply_mode,
   close): models are not re-entrant. It takes requests from a bounded queue one at a
   time and applies mode changes between requests.
-* the dispatcher thread delivers events to subscribers and writes the session log. The
+* the dispatcher thread writes each event's session-log record, then delivers the event
+  to subscribers (so whatever a subscriber saw finish is already in the log). The
   engine thread only puts events on an unbounded queue, so a slow subscriber (a UI
   repainting, a disk) never stalls generation.
 
@@ -20,7 +21,7 @@ Policy, in one place:
   or is shut down. Requests submitted while the model loads wait in the queue; their
   token-count checks run when they start and end in Failed if they do not pass.
 * The breaker is fed the end-to-end time of every finished and failed call (queue wait
-  included: it protects callers, and that is what they wait). Cancelled calls give their
+  included: it protects callers, and they wait through it). Cancelled calls give their
   permit back and are not recorded. A backend's InvalidRequest is the request's fault,
   not the engine's: Failed, but not counted as a breaker failure.
 * set_mode() with a name the backend does not offer raises UnknownMode synchronously (so
