@@ -19,7 +19,7 @@ from antinet_tui.hub.profiling import HUB_MODES, ModeProfile, time_ratios
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # a profiling job failed or timed out (the others are still shown)
 EXIT_USAGE = 2  # bad arguments: unknown mode, device or model
-# 3: AI Hub not configured / token rejected; 4: AI Hub unreachable (see hub.errors)
+# 5: AI Hub not configured / token rejected; 6: AI Hub unreachable (hub.errors)
 
 
 def add_hub_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def add_hub_parser(subparsers: Any) -> argparse.ArgumentParser:
     hub = subparsers.add_parser(
         "hub", help="Qualcomm AI Hub: hosted Snapdragon devices and perf-mode profiling",
         description="Qualcomm AI Hub (needs `pip install qai-hub`, an API token and the network). "
-                    "Exit codes: 0 ok, 1 a job failed, 2 usage, 3 not configured, 4 unreachable.")
+                    "Exit codes: 0 ok, 1 a job failed, 2 usage, 5 not configured, 6 unreachable.")
     commands = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
 
     devices = commands.add_parser("devices", help="list the hosted devices",

@@ -116,7 +116,7 @@ def test_mode_options_per_runtime():
 
 def test_no_token_configured(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "absent.ini"))
-    assert hub("devices") == 3
+    assert hub("devices") == 5
     err = capsys.readouterr().err
     assert "not configured" in err and "qai-hub configure --api_token" in err
     assert "Traceback" not in err
@@ -125,13 +125,13 @@ def test_no_token_configured(monkeypatch, tmp_path, capsys):
 def test_token_missing_from_the_file(monkeypatch, tmp_path, capsys):
     (tmp_path / "client.ini").write_text("[api]\napi_url = https://invalid_domain\n")
     monkeypatch.setenv("QAIHUB_CLIENT_INI", str(tmp_path / "client.ini"))
-    assert hub("devices") == 3
+    assert hub("devices") == 5
     assert "has no API token" in capsys.readouterr().err
 
 
 def test_qai_hub_not_installed(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "qai_hub", None)  # makes `import qai_hub` fail
-    assert hub("devices") == 3
+    assert hub("devices") == 5
     assert "pip install qai-hub" in capsys.readouterr().err
 
 
@@ -140,7 +140,7 @@ def test_no_network(fake_hub, monkeypatch, capsys):
         raise requests.exceptions.ConnectionError("Failed to establish a new connection")
 
     monkeypatch.setattr("qai_hub.client.api.get_device_list", offline)
-    assert hub("devices") == 4
+    assert hub("devices") == 6
     err = capsys.readouterr().err
     assert "Cannot reach Qualcomm AI Hub" in err and "Traceback" not in err
 
@@ -150,7 +150,7 @@ def test_module_entry_point_and_lazy_import(tmp_path):
     env = {"QAIHUB_CLIENT_INI": str(tmp_path / "absent.ini"), "PATH": ""}
     done = subprocess.run([sys.executable, "-m", "antinet_tui.frontends.hub_cli", "devices"],
                           capture_output=True, text=True, env=env, timeout=60)
-    assert done.returncode == 3 and "qai-hub configure" in done.stderr
+    assert done.returncode == 5 and "qai-hub configure" in done.stderr
     probe = ("import sys, antinet_tui.frontends.hub_cli, antinet_tui.engine.genie; "
              "print('qai_hub' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
