@@ -11,7 +11,10 @@ BACKENDS = {
 }
 
 
-def create_backend(name: str, model: str | None = None, *, n_ctx: int | None = None) -> Backend:
+def create_backend(name: str, model: str | None = None, *, n_ctx: int | None = None,
+                   mode: str | None = None) -> Backend:
+    """`mode` is the mode the operator asked for: a backend whose modes are costly to
+    switch (Genie rebuilds its NPU context) starts in it instead of switching after load."""
     if name == "numpy":
         from antinet_tui.engine.discovery import resolve_model_path
         from antinet_tui.engine.numpy_backend import NumpyBackend
@@ -22,5 +25,5 @@ def create_backend(name: str, model: str | None = None, *, n_ctx: int | None = N
             raise EngineError("the genie backend needs --model path/to/genie_bundle/config.json")
         from antinet_tui.engine.genie import GenieBackend
 
-        return GenieBackend(model)
+        return GenieBackend(model, mode=mode)
     raise UnknownBackend(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

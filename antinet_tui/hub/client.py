@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from antinet_tui.hub.errors import EXIT_NOT_CONFIGURED, HubError, from_qai_hub
+from antinet_tui.exit_codes import Exit
+from antinet_tui.hub.errors import HubError, from_qai_hub
 
 
 def import_qai_hub() -> Any:
@@ -21,7 +22,7 @@ def import_qai_hub() -> Any:
         import qai_hub
     except ImportError as exc:
         raise HubError(f"qai-hub is not installed ({exc}): pip install qai-hub",
-                       exit_code=EXIT_NOT_CONFIGURED) from exc
+                       exit_code=Exit.NOT_CONFIGURED) from exc
     return qai_hub
 
 

@@ -7,17 +7,16 @@ line (verified against qai-hub 0.56's client.py) and say what to run instead.
 
 from __future__ import annotations
 
+from antinet_tui.exit_codes import Exit
+
 CONFIGURE = "qai-hub configure --api_token <YOUR_API_TOKEN>"
 TOKEN_PAGE = "https://aihub.qualcomm.com (sign in, Settings → API Token)"
-# Beyond the main CLI's codes (0 ok, 1 failed, 2 usage, 3 model, 4 rejected):
-EXIT_NOT_CONFIGURED = 5  # qai-hub missing, no token, token rejected
-EXIT_UNREACHABLE = 6  # no network / AI Hub down
 
 
 class HubError(Exception):
     """A failure the operator can act on; `exit_code` is what the CLI returns."""
 
-    def __init__(self, message: str, exit_code: int = 1):
+    def __init__(self, message: str, exit_code: int = Exit.FAILED):
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -26,7 +25,7 @@ class HubNotConfigured(HubError):
     def __init__(self, detail: str):
         super().__init__(
             f"Qualcomm AI Hub is not configured: {detail}. Get an API token at {TOKEN_PAGE}, "
-            f"then run: {CONFIGURE}", exit_code=EXIT_NOT_CONFIGURED)
+            f"then run: {CONFIGURE}", exit_code=Exit.NOT_CONFIGURED)
 
 
 class HubUnreachable(HubError):
@@ -34,7 +33,7 @@ class HubUnreachable(HubError):
         super().__init__(
             f"Cannot reach Qualcomm AI Hub: {detail}. Check the network (and HTTPS_PROXY if "
             f"you are behind a proxy), then retry. If the API token is new, check it with: "
-            f"{CONFIGURE}", exit_code=EXIT_UNREACHABLE)
+            f"{CONFIGURE}", exit_code=Exit.UNREACHABLE)
 
 
 def from_qai_hub(exc: BaseException) -> HubError:
@@ -48,7 +47,7 @@ def from_qai_hub(exc: BaseException) -> HubError:
     if "Failed to authenticate" in text:
         return HubError(
             f"Qualcomm AI Hub rejected the API token (bad or expired). Get a new one at "
-            f"{TOKEN_PAGE}, then run: {CONFIGURE}", exit_code=EXIT_NOT_CONFIGURED)
+            f"{TOKEN_PAGE}, then run: {CONFIGURE}", exit_code=Exit.NOT_CONFIGURED)
     if any(s in text for s in ("Could not connect", "Timeout occurred", "unavailable right now",
                                "communication error")):
         return HubUnreachable(first_line)

@@ -350,6 +350,16 @@ class EngineService:
                 self._emit(ModeChanged(requested=name, readback=None, deferred=True))
             self._wakeup.notify_all()
 
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens the request's prompt occupies after the chat template (model loaded)."""
+        if self._model_info is None:
+            raise EngineError("the model is not loaded yet")
+        return self._backend.count_prompt_tokens(request)
+
+    def log_record(self, record: dict) -> None:
+        """Append a frontend's own record (an experiment's results, ...) to the session log."""
+        self._log.write({"wall": time.time(), **jsonable(record)})
+
     def isolate_breaker(self) -> None:
         self._breaker.isolate()
 
@@ -438,7 +448,10 @@ class EngineService:
         except _ShutdownDuringLoad:
             return False
         except Exception as exc:
-            logger.exception("loading the model failed")
+            if isinstance(exc, EngineError):  # expected (missing file, bad GGUF): its message says it all
+                logger.info("loading the model failed: %s", exc)
+            else:
+                logger.exception("loading the model failed")
             self._fail_load(_describe(exc))
             return False
         with self._lock:

@@ -10,6 +10,7 @@ import sys
 import pytest
 import requests
 
+from antinet_tui.exit_codes import Exit
 from antinet_tui.frontends import hub_cli
 from antinet_tui.hub.profiling import perf_mode_options
 from antinet_tui.runtime.session_log import read_session
@@ -77,7 +78,7 @@ def test_a_failed_job_is_reported_with_its_reason(fake_hub, model_file, capsys):
     code = hub("profile", str(model_file), "--device", "Snapdragon X Elite CRD",
                "--modes", "burst,balanced", "--no-log")
     out = capsys.readouterr().out
-    assert code == hub_cli.EXIT_JOB_FAILED
+    assert code == Exit.FAILED
     assert "balanced: job j2 FAILED: Unsupported option: --qnn_options " in out
     assert "3.652 ms" in out  # the successful mode is still shown
 
@@ -85,7 +86,7 @@ def test_a_failed_job_is_reported_with_its_reason(fake_hub, model_file, capsys):
 def test_jobs_still_running_at_the_timeout(fake_hub, model_file, capsys):
     code = hub("profile", str(model_file), "--device", "Snapdragon X Elite CRD",
                "--modes", "burst", "--timeout", "0", "--no-log")
-    assert code == hub_cli.EXIT_JOB_FAILED
+    assert code == Exit.FAILED
     assert "TIMED_OUT" in capsys.readouterr().out
 
 

@@ -1,0 +1,262 @@
+"""A fair performance-mode experiment, run through the EngineService.
+
+Design (what makes the comparison honest):
+* identical work per pair: the same fixed prompt, greedy decoding, and generation forced
+  to the requested token count (end-of-turn ignored), so a "16-token" cell always
+  measures 16 tokens;
+* interleaving: for every token count, the modes run back to back (A B, then B A, ...;
+  the order rotates per pair), so drifts of a shared machine hit both modes alike;
+* warm-up pairs are run and discarded;
+* the mode is applied and read back before every run, and the readback is recorded.
+
+The CLI (`antinet-tui bench`) and the dashboard's Experiment screen both run this code.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from antinet_tui.engine.protocol import GenerationRequest, ModeReadback
+from antinet_tui.platform import conditions
+from antinet_tui.runtime.events import Finished, ModeChanged
+from antinet_tui.runtime.metrics import RequestMetrics
+from antinet_tui.runtime.stats import RatioEstimate, Spread, paired_ratio, verdict
+
+DEFAULT_PROMPTS = (
+    "Explain how a refrigerator keeps food cold.",
+    "Write a short poem about the sea at night.",
+    "Give three tips for learning a new language.",
+)
+FIGURES = ("ttft_ms", "decode_tok_s", "prefill_tok_s", "e2e_ms")
+LATENCY_TARGET_MS = 500.0  # the report's interactive target
+
+
+class PlanError(ValueError):
+    """A plan that cannot run; the message says why and what is valid."""
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    modes: tuple[str, ...]
+    token_counts: tuple[int, ...]
+    runs: int = 5
+    warmup: int = 1
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    compare: bool = True
+    target_ms: float = LATENCY_TARGET_MS
+
+    def validate(self, valid_modes: tuple[str, ...] | None = None, context_length: int | None = None,
+                 longest_prompt_tokens: int = 0) -> None:
+        """Raise PlanError on a plan that cannot run. Modes and the context are checked
+        when given (they are known once a backend is loaded)."""
+        if valid_modes is not None:
+            unknown = [m for m in self.modes if m not in valid_modes]
+            if unknown:
+                raise PlanError(f"unknown mode {unknown[0]!r}; valid modes: {', '.join(valid_modes)}")
+        if len(set(self.modes)) != len(self.modes):
+            raise PlanError("a mode is listed twice")
+        if self.compare and len(self.modes) < 2:
+            raise PlanError("a comparison needs two modes (e.g. --modes burst,default); "
+                            "for a sweep of one mode pass --no-compare")
+        if not self.modes:
+            raise PlanError("no modes given")
+        if self.runs < 1:
+            raise PlanError(f"runs must be at least 1 (got {self.runs})")
+        if self.warmup < 0:
+            raise PlanError(f"warm-up runs cannot be negative (got {self.warmup})")
+        if not self.token_counts or any(t < 1 for t in self.token_counts):
+            raise PlanError("token counts must be positive integers, e.g. --tokens 8,16,32,64")
+        if not self.prompts or not all(p.strip() for p in self.prompts):
+            raise PlanError("the prompts must not be empty")
+        if context_length is not None:
+            room = context_length - longest_prompt_tokens
+            too_long = [t for t in self.token_counts if t > room]
+            if too_long:
+                raise PlanError(f"{too_long[0]} tokens do not fit: the context holds {context_length} tokens "
+                                f"and the longest prompt takes {longest_prompt_tokens}, leaving {room}")
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    token_count: int
+    pair: int  # 0.. for measured pairs; negative for warm-up pairs
+    mode: str
+    prompt_index: int
+
+    @property
+    def warmup(self) -> bool:
+        return self.pair < 0
+
+
+def schedule(plan: ExperimentPlan) -> list[ScheduledRun]:
+    runs = []
+    for tokens in plan.token_counts:
+        for i in range(plan.warmup + plan.runs):
+            shift = i % len(plan.modes)
+            order = plan.modes[shift:] + plan.modes[:shift]  # A B, B A, ... (rotates for >2)
+            for mode in order:
+                runs.append(ScheduledRun(tokens, i - plan.warmup, mode, i % len(plan.prompts)))
+    return runs
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: ScheduledRun
+    metrics: RequestMetrics
+    readback: ModeReadback
+
+    def to_record(self) -> dict[str, Any]:
+        from antinet_tui.runtime.events import jsonable
+
+        return {**asdict(self.run), "warmup": self.run.warmup, **jsonable(self.metrics),
+                "readback": jsonable(self.readback)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    token_count: int
+    mode_a: str
+    mode_b: str
+    e2e_speedup: RatioEstimate  # e2e of B / e2e of A: > 1 means A is faster
+    decode_ratio: RatioEstimate  # decode tok/s of A / of B
+    verdict: str
+    decode_verdict: str
+
+
+@dataclass
+class ExperimentReport:
+    plan: ExperimentPlan
+    results: list[RunResult] = field(default_factory=list)
+    conditions: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    backend: str = ""
+    model: str = ""
+    stopped: str | None = None  # why the experiment ended early, if it did
+
+    @property
+    def measured(self) -> list[RunResult]:
+        return [r for r in self.results if not r.run.warmup]
+
+    def cell(self, mode: str, tokens: int) -> dict[str, Spread] | None:
+        rows = [r.metrics for r in self.measured if r.run.mode == mode and r.run.token_count == tokens]
+        if not rows:
+            return None
+        return {f: Spread.of([getattr(m, f) for m in rows if getattr(m, f) is not None])
+                for f in FIGURES if any(getattr(m, f) is not None for m in rows)}
+
+    def comparisons(self) -> list[Comparison]:
+        if not self.plan.compare or len(self.plan.modes) < 2:
+            return []
+        out = []
+        a = self.plan.modes[0]
+        for b in self.plan.modes[1:]:
+            for tokens in self.plan.token_counts:
+                pairs = self._pairs(a, b, tokens)
+                if not pairs:
+                    continue
+                e2e = paired_ratio([pb.e2e_ms for _, pb in pairs], [pa.e2e_ms for pa, _ in pairs])
+                with_decode = [(pa, pb) for pa, pb in pairs if pa.decode_tok_s and pb.decode_tok_s]
+                decode = (paired_ratio([pa.decode_tok_s for pa, _ in with_decode],
+                                       [pb.decode_tok_s for _, pb in with_decode])
+                          if with_decode else RatioEstimate(float("nan"), float("nan"), float("nan"), 0))
+                out.append(Comparison(tokens, a, b, e2e, decode, verdict(a, b, e2e, "end-to-end"),
+                                      verdict(a, b, decode, "in decode tok/s")))
+        return out
+
+    def tiers(self) -> list[dict[str, Any]]:
+        """Per token count and mode: is the median end-to-end under the target, and
+        under the breaker's slow-call threshold?"""
+        from antinet_tui.runtime.breaker import BreakerConfig
+
+        slow_ms = self.conditions.get("slow_call_ms", BreakerConfig().slow_call_ms)
+        rows = []
+        for tokens in self.plan.token_counts:
+            for mode in self.plan.modes:
+                cell = self.cell(mode, tokens)
+                if cell is None or "e2e_ms" not in cell:
+                    continue
+                median = cell["e2e_ms"].median
+                rows.append({"tokens": tokens, "mode": mode, "median_e2e_ms": median,
+                             "under_target": median < self.plan.target_ms, "target_ms": self.plan.target_ms,
+                             "under_slow_call": median < slow_ms, "slow_call_ms": slow_ms})
+        return rows
+
+    def _pairs(self, a: str, b: str, tokens: int) -> list[tuple[RequestMetrics, RequestMetrics]]:
+        by_pair: dict[int, dict[str, RequestMetrics]] = {}
+        for r in self.measured:
+            if r.run.token_count == tokens and r.run.mode in (a, b):
+                by_pair.setdefault(r.run.pair, {})[r.run.mode] = r.metrics
+        return [(p[a], p[b]) for _, p in sorted(by_pair.items()) if a in p and b in p]
+
+
+OnRun = Callable[[RunResult, int, int], None]  # (result, runs done, runs in total)
+
+
+class ExperimentError(Exception):
+    pass
+
+
+class Experiment:
+    """Runs a plan through an EngineService that is started and loaded."""
+
+    def __init__(self, service, plan: ExperimentPlan, on_run: OnRun | None = None,
+                 mode_timeout_s: float = 60.0):
+        self.service = service
+        self.plan = plan
+        self.on_run = on_run
+        self.mode_timeout_s = mode_timeout_s
+
+    def run(self, stop: threading.Event | None = None) -> ExperimentReport:
+        stop = stop or threading.Event()
+        service = self.service
+        info = service.model_info
+        report = ExperimentReport(self.plan, backend=info.backend if info else "", model=info.path if info else "")
+        runs = schedule(self.plan)
+        before = conditions.snapshot()
+        initial_mode = service.current_mode.requested if service.current_mode else None
+        try:
+            for done, scheduled in enumerate(runs, start=1):
+                if stop.is_set():
+                    report.stopped = f"stopped by the operator after {done - 1} of {len(runs)} runs"
+                    break
+                readback = self._apply_mode(scheduled.mode)
+                request = GenerationRequest(self.plan.prompts[scheduled.prompt_index],
+                                            max_new_tokens=scheduled.token_count, temperature=0.0,
+                                            ignore_eos=True)
+                outcome = service.generate_sync(request)
+                if not isinstance(outcome, Finished):
+                    why = getattr(outcome, "reason", None) or getattr(outcome, "error", None) or "cancelled"
+                    report.stopped = f"run {done} of {len(runs)} ({scheduled.mode}, {scheduled.token_count} tokens) " \
+                                     f"did not finish: {why}"
+                    break
+                result = RunResult(scheduled, outcome.metrics, readback)
+                report.results.append(result)
+                if self.on_run:
+                    self.on_run(result, done, len(runs))
+        finally:
+            if initial_mode is not None and initial_mode != (service.current_mode and service.current_mode.requested):
+                self._apply_mode(initial_mode)  # leave the engine as the operator had it
+            record, warnings = conditions.describe(before, conditions.snapshot())
+            record["slow_call_ms"] = service.breaker.config.slow_call_ms
+            report.conditions, report.warnings = record, warnings
+        return report
+
+    def _apply_mode(self, mode: str) -> ModeReadback:
+        """Apply a mode and wait for its readback (it applies between requests)."""
+        changes: queue.Queue = queue.Queue()
+        unsubscribe = self.service.subscribe(
+            lambda e: changes.put(e) if isinstance(e, ModeChanged) and e.requested == mode and not e.deferred else None)
+        try:
+            self.service.set_mode(mode)
+            try:
+                event = changes.get(timeout=self.mode_timeout_s)
+            except queue.Empty:
+                raise ExperimentError(f"mode {mode!r} was not applied within {self.mode_timeout_s:.0f} s") from None
+        finally:
+            unsubscribe()
+        if event.error or event.readback is None:
+            raise ExperimentError(f"mode {mode!r} could not be applied: {event.error}")
+        return event.readback

@@ -1,0 +1,100 @@
+"""The experiment's design through a real EngineService over the deterministic fake."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from antinet_tui.runtime.experiment import Experiment, ExperimentPlan, PlanError, schedule
+from antinet_tui.runtime.service import EngineService
+from fakes import FakeBackend
+
+
+def test_schedule_interleaves_and_alternates_the_order_per_pair():
+    plan = ExperimentPlan(modes=("burst", "default"), token_counts=(8, 16), runs=2, warmup=1)
+    runs = schedule(plan)
+    assert [(r.token_count, r.pair, r.mode) for r in runs] == [
+        (8, -1, "burst"), (8, -1, "default"), (8, 0, "default"), (8, 0, "burst"), (8, 1, "burst"), (8, 1, "default"),
+        (16, -1, "burst"), (16, -1, "default"), (16, 0, "default"), (16, 0, "burst"), (16, 1, "burst"), (16, 1, "default"),
+    ]
+    # both runs of a pair use the same prompt
+    for r in runs:
+        partner = next(o for o in runs if (o.token_count, o.pair) == (r.token_count, r.pair) and o is not r)
+        assert partner.prompt_index == r.prompt_index
+
+
+def test_three_modes_rotate():
+    plan = ExperimentPlan(modes=("a", "b", "c"), token_counts=(4,), runs=3, warmup=0)
+    orders = [tuple(r.mode for r in schedule(plan)[i:i + 3]) for i in (0, 3, 6)]
+    assert orders == [("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b")]
+
+
+@pytest.mark.parametrize("plan,message", [
+    (ExperimentPlan(("burst", "turbo"), (8,)), "unknown mode 'turbo'; valid modes: burst, default, power_saver"),
+    (ExperimentPlan(("burst",), (8,)), "a comparison needs two modes"),
+    (ExperimentPlan(("burst", "default"), (8,), runs=0), "runs must be at least 1"),
+    (ExperimentPlan(("burst", "default"), (8, 0)), "token counts must be positive"),
+    (ExperimentPlan(("burst", "burst"), (8,)), "a mode is listed twice"),
+])
+def test_bad_plans_are_refused_with_a_reason(plan, message):
+    with pytest.raises(PlanError, match=message):
+        plan.validate(("burst", "default", "power_saver"))
+
+
+def test_a_single_mode_sweep_is_allowed_without_comparison():
+    ExperimentPlan(("burst",), (8,), compare=False).validate(("burst", "default"))
+
+
+def test_token_counts_beyond_the_context_are_refused():
+    with pytest.raises(PlanError, match="500 tokens do not fit: the context holds 512 tokens and the longest "
+                                        "prompt takes 20, leaving 492"):
+        ExperimentPlan(("burst", "default"), (8, 500)).validate(("burst", "default"), 512, 20)
+
+
+@pytest.fixture
+def service():
+    svc = EngineService(FakeBackend(token_delay_s=0.001), session_log=None).start()
+    assert svc.wait_ready(5)
+    yield svc
+    svc.shutdown()
+
+
+def test_runs_are_forced_to_the_token_count_and_read_back_their_mode(service):
+    plan = ExperimentPlan(modes=("burst", "default"), token_counts=(3, 40), runs=2, warmup=1)
+    seen = []
+    report = Experiment(service, plan, on_run=lambda r, done, total: seen.append((done, total))).run()
+    assert report.stopped is None
+    assert len(report.results) == 12 and seen[-1] == (12, 12)
+    for r in report.results:
+        assert r.metrics.generated_tokens == r.run.token_count  # 40 > the reply's 14 words: cycled
+        assert r.readback.requested == r.run.mode == r.metrics.mode
+    assert len(report.measured) == 8
+    assert service.current_mode.requested == "default"  # left as it was before the experiment
+
+
+def test_comparison_and_tiers_from_a_fake_whose_burst_is_twice_as_fast():
+    plan = ExperimentPlan(modes=("burst", "default"), token_counts=(20,), runs=3, warmup=0)
+    with EngineService(FakeBackend(token_delay_s=0.004), session_log=None) as service:  # burst halves delays
+        assert service.wait_ready(5)
+        report = Experiment(service, plan).run()
+    (comparison,) = report.comparisons()
+    assert 1.5 < comparison.e2e_speedup.ratio < 2.5
+    assert comparison.verdict.startswith("burst is ") and "faster end-to-end" in comparison.verdict
+    tiers = {t["mode"]: t for t in report.tiers()}
+    assert tiers["burst"]["under_target"] and tiers["burst"]["under_slow_call"]
+    assert tiers["burst"]["median_e2e_ms"] < tiers["default"]["median_e2e_ms"]
+
+
+def test_stop_keeps_what_finished(service):
+    stop = threading.Event()
+    plan = ExperimentPlan(modes=("burst", "default"), token_counts=(2,), runs=5, warmup=0)
+    report = Experiment(service, plan, on_run=lambda r, done, total: stop.set() if done == 3 else None).run(stop)
+    assert len(report.results) == 3
+    assert report.stopped == "stopped by the operator after 3 of 10 runs"
+
+
+def test_a_breaker_that_opens_stops_the_experiment_with_its_reason(service):
+    service.isolate_breaker()
+    report = Experiment(service, ExperimentPlan(("burst", "default"), (2,), runs=1, warmup=0)).run()
+    assert report.results == [] and "breaker" in report.stopped

@@ -1,0 +1,180 @@
+"""The command line, run for real in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from antinet_tui import __version__
+from antinet_tui.runtime.session_log import read_session
+from tiny_models import write_tiny_model
+
+
+def cli(*args, input=None, timeout=120, env=None):
+    return subprocess.run([sys.executable, "-m", "antinet_tui", *map(str, args)], capture_output=True, text=True,
+                          input=input, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def roomy_model(tmp_path_factory):
+    """A tiny model with room for the built-in bench prompts."""
+    return write_tiny_model(tmp_path_factory.mktemp("cli") / "roomy.gguf", context_length=512)
+
+
+def test_version_and_help():
+    assert cli("--version").stdout.strip() == f"antinet-tui {__version__}"
+    help_text = cli("--help").stdout
+    for word in ("run", "info", "bench", "hub", "locate", "exit codes"):
+        assert word in help_text
+
+
+def test_run_json_reports_text_and_measured_figures(tiny_model, tmp_path):
+    log = tmp_path / "session.jsonl"
+    done = cli("run", "hello", "--model", tiny_model, "--json", "--temperature", "0", "--max-new-tokens", "5",
+               "--mode", "default", "--log-file", log)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["generated_tokens"] == len(record["token_ids"]) == 5 and record["stop_reason"] == "max_tokens"
+    assert record["ttft_ms"] > 0 and record["e2e_ms"] >= record["ttft_ms"] and record["decode_tok_s"] > 0
+    assert record["mode"]["requested"] == "default" and record["mode"]["settings"]["threads"] >= 1
+    assert record["backend"] == "numpy" and record["model"] == str(tiny_model)
+    finished = [r for r in read_session(log) if r["kind"] == "finished"]
+    assert len(finished) == 1 and finished[0]["text"] == record["text"] and finished[0]["request"]["prompt"] == "hello"
+
+
+def test_run_reads_the_prompt_from_stdin(tiny_model):
+    done = cli("run", "-", "--model", tiny_model, "--raw", "--max-new-tokens", "3", "--json", "--no-log",
+               input="abc\n")
+    assert done.returncode == 0 and json.loads(done.stdout)["prompt_tokens"] == 4  # a, b, c, newline
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["run", "   "], 2, "prompt is only whitespace"),
+    (["run", "a\x07b"], 2, "control character U+0007"),
+    (["run", "hi", "--max-new-tokens", "0"], 2, "max_new_tokens must be at least 1"),
+    (["run", "hi", "--max-new-tokens", "100"], 2, "max_new_tokens is 100; the context holds 64"),
+    (["run", "x" * 80, "--raw", "--max-new-tokens", "8"], 2, "prompt is 80 tokens; the context holds 64"),
+    (["run", "hi", "--mode", "turbo"], 2, "unknown mode 'turbo'; valid modes: burst, sustained_high_performance, "
+                                          "default, power_saver"),
+    (["run", "hi", "--backend", "tpu"], 2, "unknown backend 'tpu'; available: numpy, genie"),
+])
+def test_bad_input_is_a_clear_message_and_exit_code(tiny_model, args, code, message):
+    done = cli(*args, "--model", tiny_model, "--no-log")
+    assert done.returncode == code
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "model file not found"),
+    (b"not a model", "is not a GGUF model file"),
+])
+def test_bad_model_files_exit_3(tmp_path, content, message):
+    path = tmp_path / "m.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    done = cli("run", "hi", "--model", path, "--no-log")
+    assert done.returncode == 3 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_config_file_is_named(tmp_path, tiny_model):
+    config = tmp_path / "config.toml"
+    config.write_text("temperature = 'hot'\n")
+    done = cli("run", "hi", "--model", tiny_model, env={"ANTINET_CONFIG": str(config)})
+    assert done.returncode == 2 and f"{config}: temperature must be float, got 'hot'" in done.stderr
+
+
+def test_env_and_flags_layer_over_the_config_file(tmp_path, tiny_model):
+    config = tmp_path / "config.toml"
+    config.write_text("max_new_tokens = 2\ntemperature = 0\n")
+    env = {"ANTINET_CONFIG": str(config), "ANTINET_MODEL": str(tiny_model)}
+    assert json.loads(cli("run", "hi", "--json", "--no-log", env=env).stdout)["generated_tokens"] == 2
+    env["ANTINET_MAX_NEW_TOKENS"] = "3"
+    assert json.loads(cli("run", "hi", "--json", "--no-log", env=env).stdout)["generated_tokens"] == 3
+    assert json.loads(cli("run", "hi", "--json", "--no-log", "--max-new-tokens", "4", env=env).stdout)[
+        "generated_tokens"] == 4
+
+
+def test_info_json(tiny_model):
+    done = cli("info", "--json", "--model", tiny_model, "--no-log")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["backend"] == "numpy" and info["model"]["architecture"] == "llama"
+    assert [m["name"] for m in info["modes"]] == ["burst", "sustained_high_performance", "default", "power_saver"]
+    assert info["effective"]["requested"] == "default" and info["cores"]["usable"] >= 1
+    assert info["memory"]["total_bytes"] > info["memory"]["available_bytes"] > 0
+
+
+def test_locate_names_every_place():
+    out = cli("locate").stdout
+    for name in ("config", "session logs", "diagnostics", "weights cache", "default model"):
+        assert re.search(rf"^{name}\s+\S", out, re.M)
+
+
+def test_ctrl_c_cancels_keeps_the_output_and_exits_130(real_model):
+    proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "run", "Write a very long story about a dragon.",
+                             "--max-new-tokens", "400", "--temperature", "0", "--no-log"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.read(20)  # the answer has started streaming
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert len(first + rest) > 20 and "cancelled after" in err and "Traceback" not in err
+
+
+def test_france_on_the_real_model(real_model):
+    done = cli("run", "What is the capital of France? Answer in one sentence.", "--temperature", "0", "--no-log")
+    assert done.returncode == 0 and done.stdout == "The capital of France is Paris.\n"
+
+
+# --- bench ----------------------------------------------------------------------------
+
+def test_bench_end_to_end_in_every_format(roomy_model, tmp_path):
+    base = ["bench", "--model", roomy_model, "--modes", "burst,default", "--tokens", "3,6", "--runs", "2",
+            "--warmup", "1", "--no-log"]
+    as_json = cli(*base, "--format", "json", "--output", tmp_path / "r.json")
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    runs = report["runs"]
+    assert len(runs) == 2 * 2 * 3 and sum(r["warmup"] for r in runs) == 4
+    assert all(r["generated_tokens"] == r["token_count"] for r in runs)  # forced counts
+    assert [r["mode"] for r in runs[:6]] == ["burst", "default", "default", "burst", "burst", "default"]
+    assert {c["tokens"] for c in report["comparisons"]} == {3, 6}
+    assert all("end-to-end" in c["verdict"] for c in report["comparisons"])
+    assert "[12/12]" in as_json.stderr  # progress on stderr
+
+    rows = list(csv.DictReader(io.StringIO(cli(*base, "--format", "csv").stdout)))
+    assert len(rows) == 12 and {r["mode"] for r in rows} == {"burst", "default"}
+    assert all(int(r["generated_tokens"]) == int(r["token_count"]) for r in rows)
+
+    md = cli(*base).stdout
+    table = [line for line in md.splitlines() if line.startswith("| burst |") or line.startswith("| default |")]
+    assert len(table) == 4 and all(line.count("|") == 8 for line in table)
+    assert "| tokens | comparison |" in md and "under 500 ms target" in md and "conditions: " in md
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--modes", "burst"], "a comparison needs two modes"),
+    (["--modes", "burst,turbo"], "unknown mode 'turbo'; valid modes: burst, sustained_high_performance"),
+    (["--runs", "0"], "runs must be at least 1"),
+    (["--tokens", "8,x"], "--tokens takes comma-separated integers"),
+    (["--tokens", "600"], "600 tokens do not fit: the context holds 512 tokens"),
+    (["--prompts", "/nonexistent/prompts.txt"], "cannot read the prompts file"),
+])
+def test_bench_bad_input_exits_2(roomy_model, args, message):
+    done = cli("bench", "--model", roomy_model, "--no-log", *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_single_mode_sweep_with_no_compare(roomy_model):
+    done = cli("bench", "--model", roomy_model, "--modes", "burst", "--no-compare", "--tokens", "2", "--runs", "1",
+               "--warmup", "0", "--format", "json", "--no-log")
+    assert done.returncode == 0 and json.loads(done.stdout)["comparisons"] == []
