@@ -1,0 +1,446 @@
+"""DashboardApp: renders an EngineService's events and sends it the operator's requests.
+
+Threads and who does what:
+
+* the runtime's dispatcher thread calls `EngineBridge`, which only appends to a buffer;
+* the UI thread drains that buffer on a timer (tokens) or at once (other events) and
+  routes each event to its widget; it never calls the engine except through the
+  service's non-blocking methods (submit, cancel, set_mode, breaker);
+* psutil sampling and session export run in thread workers (own group,
+  `exit_on_error=False`) and report back with messages;
+* quitting shuts the service down (joins within a second) off the UI thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Input
+
+from antinet_tui.config import APP_NAME, Settings
+from antinet_tui.engine.errors import EngineError
+from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.frontends.app import keys
+from antinet_tui.frontends.app.bridge import EngineBridge, EventsReady
+from antinet_tui.frontends.app.commands import DEFAULT_SOURCES, CommandSource
+from antinet_tui.frontends.app.screens.dashboard import DashboardScreen
+from antinet_tui.frontends.app.screens.help import HelpScreen
+from antinet_tui.frontends.app.session import RequestRecord, default_export_dir, export_session
+from antinet_tui.frontends.app.system_stats import SystemSample, SystemSampler
+from antinet_tui.frontends.app.widgets.breaker_pane import LABELS, BreakerPane
+from antinet_tui.frontends.app.widgets.conversation import Conversation
+from antinet_tui.frontends.app.widgets.exchange import Exchange
+from antinet_tui.frontends.app.widgets.generation_settings import GenerationSettings, GenerationSettingsLabel
+from antinet_tui.frontends.app.widgets.latency_pane import LatencyPane
+from antinet_tui.frontends.app.widgets.performance_pane import PerformancePane
+from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
+from antinet_tui.frontends.app.widgets.status_line import StatusLine
+from antinet_tui.frontends.app.widgets.system_pane import SystemPane
+from antinet_tui.runtime.breaker import BreakerState
+from antinet_tui.runtime.events import (
+    Accepted,
+    BreakerTransition,
+    Cancelled,
+    Event,
+    Failed,
+    Finished,
+    Loaded,
+    LoadFailed,
+    LoadProgress,
+    ModeChanged,
+    Started,
+    Token,
+)
+from antinet_tui.runtime.service import EngineService
+
+TOKEN_DRAIN_S = 0.04  # 25 redraws a second at most, however fast tokens come
+BREAKER_POLL_S = 0.5  # the countdown moves, and OPEN turns HALF-OPEN on time
+SHUTDOWN_TIMEOUT_S = 1.0
+
+
+class SystemSampled(Message):
+    def __init__(self, sample: SystemSample) -> None:
+        super().__init__()
+        self.sample = sample
+
+
+class DashboardApp(App[int]):
+    CSS_PATH = "dashboard.tcss"
+    TITLE = APP_NAME
+    BINDINGS = keys.bindings()
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # -short: a one-line prompt, to fit 24 rows
+
+    def __init__(
+        self,
+        service: EngineService,
+        settings: Settings,
+        *,
+        sampler: SystemSampler | None = None,
+        export_dir: Path | None = None,
+        command_sources: Sequence[CommandSource] = DEFAULT_SOURCES,
+        keymap: dict[str, str] | None = None,
+        owns_service: bool = True,
+    ):
+        """`owns_service`: start the service if it is not started, and shut it down on quit.
+        A caller that shares one service between app sessions (a benchmark) passes False."""
+        super().__init__()
+        self.service = service
+        self.settings = settings
+        self.sampler = sampler or SystemSampler()
+        self.export_dir = export_dir or default_export_dir()
+        self.command_sources = list(command_sources)
+        self.owns_service = owns_service
+        self.bridge = EngineBridge(self)
+        self.generation = GenerationSettings(settings.max_new_tokens, settings.temperature, chat=not settings.raw)
+        self.records: dict[int, RequestRecord] = {}
+        self.exchanges: dict[int, Exchange] = {}
+        self.frozen = False
+        self.requested_mode: str | None = settings.mode
+        self.mode_note: str | None = None
+        self._unsubscribe = None
+        self.dashboard: DashboardScreen  # the main screen, kept: events update it under help or the palette
+        if keymap:
+            self.set_keymap(keymap)
+
+    def get_default_screen(self) -> Screen:
+        info = self.service.model_info
+        backend = info.backend if info else self.settings.backend
+        self.dashboard = DashboardScreen(backend, self.service.breaker.config.slow_call_ms)
+        return self.dashboard
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self.settings.theme:
+            if self.settings.theme in self.available_themes:
+                self.theme = self.settings.theme
+            else:
+                self.notify(
+                    f"unknown theme {self.settings.theme!r}; available: {', '.join(sorted(self.available_themes))}",
+                    severity="warning",
+                )
+
+    def on_ready(self) -> None:
+        """The first frame is on screen: now start the engine (it loads in its thread)."""
+        self._unsubscribe = self.service.subscribe(self.bridge)
+        if self.service.state == "not_started" and self.owns_service:
+            self.service.start()
+        else:
+            self._show_running_service()
+        self.set_interval(TOKEN_DRAIN_S, self._drain)
+        self.set_interval(BREAKER_POLL_S, self._poll_breaker)
+        self.set_interval(self.settings.refresh_s, self._sample_system)
+        self._sample_system()
+        self._show_generation()
+        self._show_breaker()
+        self._show_mode()
+
+    def _show_running_service(self) -> None:
+        """Adopt a service that was started before this app (it missed the Loaded event)."""
+        info = self.service.model_info
+        if info is not None:
+            self._status.change(model=info.name, backend=info.backend, engine="ready")
+            self.requested_mode = self.requested_mode or (self.service.current_mode.requested if self.service.current_mode else None)
+        elif self.service.state == "failed":
+            self._status.change(engine=f"load failed: {self.service.load_error}")
+
+    async def action_quit(self) -> None:
+        """Quit promptly, even mid-answer: the engine stops within one decode step and the
+        service's shutdown joins it within SHUTDOWN_TIMEOUT_S, off the UI thread."""
+        self._stop_listening()
+        if self.owns_service:
+            await asyncio.to_thread(self.service.shutdown, SHUTDOWN_TIMEOUT_S)
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    # -- engine events ------------------------------------------------------------------
+
+    def on_events_ready(self, _: EventsReady) -> None:
+        self._drain()
+
+    def _drain(self) -> None:
+        if not self.is_running:  # shutting down: the widgets are going or gone
+            return
+        events = self.bridge.drain()
+        if events:
+            self._apply(events)
+
+    def _apply(self, events: list[Event]) -> None:
+        """Route events in order; consecutive tokens of a request become one text message."""
+        text: dict[int, list[str]] = {}
+
+        def flush() -> None:
+            for request_id, parts in text.items():
+                if record := self.records.get(request_id):
+                    record.text += "".join(parts)
+                if exchange := self.exchanges.get(request_id):
+                    exchange.post_message(Exchange.TextArrived("".join(parts), len(parts)))
+            text.clear()
+
+        for event in events:
+            if isinstance(event, Token):
+                text.setdefault(event.request_id, []).append(event.text)
+                continue
+            flush()
+            self._handle(event)
+        flush()
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, LoadProgress):
+            self._status.change(load_fraction=event.fraction, load_message=event.message)
+        elif isinstance(event, Loaded):
+            info = event.model_info
+            self._status.change(model=info.name, backend=info.backend, load_fraction=None, engine="ready")
+            if event.mode is not None and self.requested_mode is None:
+                self.requested_mode = event.mode.requested
+            self._show_mode()
+        elif isinstance(event, LoadFailed):
+            self._status.change(load_fraction=None, engine="load failed")
+            self.notify(event.error, title="The model could not be loaded", severity="error", timeout=30)
+        elif isinstance(event, Accepted):
+            self._status.change(queue=self.service.queue_length)
+        elif isinstance(event, Started):
+            if exchange := self.exchanges.get(event.request_id):
+                exchange.mark_started()
+            self._status.change(engine=f"generating #{event.request_id}", queue=self.service.queue_length)
+        elif isinstance(event, (Finished, Cancelled, Failed)):
+            self._request_ended(event)
+        elif isinstance(event, BreakerTransition):
+            symbol, word = LABELS[event.to_state]
+            refusing = event.to_state in (BreakerState.OPEN, BreakerState.ISOLATED)
+            self.notify(event.reason, title=f"Breaker {symbol} {word}", severity="warning" if refusing else "information")
+            self._show_breaker()
+        elif isinstance(event, ModeChanged):
+            self._mode_changed(event)
+
+    def _request_ended(self, event: Finished | Cancelled | Failed) -> None:
+        if exchange := self.exchanges.get(event.request_id):
+            exchange.post_message(Exchange.Ended(event))
+        if record := self.records.get(event.request_id):
+            record.outcome, record.metrics = event.kind, event.metrics
+            if isinstance(event, (Finished, Cancelled)):
+                record.text = event.text
+            record.error = event.error if isinstance(event, Failed) else None
+        if isinstance(event, Failed):
+            self.notify(event.error, title=f"Request #{event.request_id} failed", severity="error", timeout=10)
+        engine = "ready" if not self.service.is_busy else self._status.status.engine
+        self._status.change(engine=engine, queue=self.service.queue_length)
+        self._show_latency()
+        self._show_breaker()
+
+    def _mode_changed(self, event: ModeChanged) -> None:
+        if event.error:
+            self.mode_note = f"failed: {event.error}"
+            self.notify(event.error, title=f"Mode {event.requested} not applied", severity="error", timeout=10)
+        elif event.deferred:
+            self.mode_note = "after this answer"
+        else:
+            self.mode_note = None
+            readback = event.readback
+            detail = f"effective {readback.effective}" if readback else ""
+            self.notify(detail, title=f"Mode {event.requested}")
+        self._show_mode()
+
+    # -- drawing --------------------------------------------------------------------------
+
+    @property
+    def _status(self) -> StatusLine:
+        return self.dashboard.query_one(StatusLine)
+
+    def _show_latency(self) -> None:
+        if not self.frozen:
+            self.dashboard.query_one(LatencyPane).show(self.service.metrics)
+
+    def _poll_breaker(self) -> None:
+        if self.is_running:
+            self._show_breaker()
+
+    def _show_breaker(self) -> None:
+        self.dashboard.query_one(BreakerPane).show(
+            self.service.breaker.snapshot(), self.key_display("isolate-breaker"), self.key_display("reset-breaker")
+        )
+
+    def _show_mode(self) -> None:
+        self.dashboard.query_one(PerformancePane).show(
+            self.requested_mode, self.service.current_mode, self.mode_note, self.key_display("toggle-burst")
+        )
+
+    def _show_generation(self) -> None:
+        self.dashboard.query_one(GenerationSettingsLabel).show(self.generation)
+
+    def key_display(self, binding_id: str) -> str:
+        """The key bound to binding_id now (after any keymap), as the footer shows it."""
+        spec = next(key for key in keys.APP_KEYS if key.id == binding_id)
+        mapped = self._keymap.get(binding_id, spec.keys)
+        return " / ".join(self.get_key_display(Binding(key, spec.action)) for key in mapped.split(","))
+
+    # -- system sampling ------------------------------------------------------------------
+
+    @work(thread=True, group="system-sampler", exclusive=True, exit_on_error=False)
+    def _sample_system(self) -> None:
+        self.post_message(SystemSampled(self.sampler.sample()))
+
+    def on_system_sampled(self, message: SystemSampled) -> None:
+        if not self.is_running:
+            return
+        pane = self.dashboard.query_one(SystemPane)
+        pane.record(message.sample)
+        if not self.frozen:
+            pane.show()
+
+    # -- the prompt -----------------------------------------------------------------------
+
+    @on(Input.Submitted, "#prompt")
+    async def send_prompt(self, message: Input.Submitted) -> None:
+        prompt_input = self.dashboard.query_one(PromptInput)
+        prompt = message.value
+        if prompt.strip():
+            prompt_input.remember(prompt)
+        request = GenerationRequest(
+            prompt=prompt,
+            max_new_tokens=self.generation.max_new_tokens,
+            temperature=self.generation.temperature,
+            top_k=self.settings.top_k,
+            top_p=self.settings.top_p,
+            seed=self.settings.seed,
+            chat=self.generation.chat,
+            system=self.settings.system,
+        )
+        submission = self.service.submit(request)
+        if not submission.accepted:
+            self.notify(submission.reason or "refused", title="Not sent", severity="error", timeout=8)
+            return
+        prompt_input.value = ""
+        self.records[submission.request_id] = RequestRecord(submission.request_id, request, time.time())
+        exchange = Exchange(submission.request_id, prompt, self.generation.describe())
+        self.exchanges[submission.request_id] = exchange
+        await self.dashboard.query_one(Conversation).add(exchange)
+
+    def set_generation(self, **changes) -> None:
+        self.generation = replace(self.generation, **changes)
+        self._show_generation()
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Single-key actions work on the dashboard outside the prompt; hidden elsewhere."""
+        if action in keys.OUTSIDE_PROMPT_ACTIONS:
+            return self.screen is self.dashboard and not isinstance(self.screen.focused, Input)
+        return True
+
+    def action_stop(self) -> None:
+        """Stop the running answer and drop the queued ones; with nothing to stop, leave
+        the prompt so the single-key commands work."""
+        waiting = [rid for rid, record in self.records.items() if record.outcome == "pending"]
+        for request_id in reversed(waiting):  # queued ones first, so none starts as the running one stops
+            self.service.cancel(request_id)
+        if not waiting and isinstance(self.screen.focused, PromptInput):
+            self.dashboard.query_one(Conversation).focus()
+
+    def action_focus_prompt(self) -> None:
+        self.dashboard.query_one(PromptInput).focus()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.key_display, self.service.metrics.window))
+
+    def action_toggle_burst(self) -> None:
+        capabilities = self.service.capabilities
+        if capabilities is None:
+            self.notify("the model is still loading; modes can change once it is ready", severity="warning")
+            return
+        if "burst" not in capabilities.mode_names:
+            self.notify(f"this backend has no burst mode; its modes: {', '.join(capabilities.mode_names)}",
+                        severity="warning")
+            return
+        self.request_mode(capabilities.default_mode if self.requested_mode == "burst" else "burst")
+
+    def request_mode(self, name: str) -> None:
+        try:
+            self.service.set_mode(name)
+        except EngineError as exc:
+            self.notify(str(exc), title=f"Mode {name} not applied", severity="error", timeout=10)
+            return
+        self.requested_mode = name
+        self.mode_note = "applying…"
+        self._show_mode()
+
+    def action_freeze(self) -> None:
+        self.frozen = not self.frozen
+        self._status.change(frozen=self.frozen)
+        for pane in (self.dashboard.query_one(LatencyPane), self.dashboard.query_one(SystemPane)):
+            pane.border_subtitle = "FROZEN" if self.frozen else ""
+        if not self.frozen:
+            self._show_latency()
+            self.dashboard.query_one(SystemPane).show()
+
+    def action_isolate_breaker(self) -> None:
+        self.service.isolate_breaker()
+        self._show_breaker()
+
+    def action_reset_breaker(self) -> None:
+        self.service.reset_breaker()
+        self._show_breaker()
+
+    def action_toggle_chat(self) -> None:
+        self.set_generation(chat=not self.generation.chat)
+
+    def action_max_tokens(self, direction: int) -> None:
+        self.generation = self.generation.step_tokens(direction)
+        self._show_generation()
+
+    def action_temperature(self, delta: float) -> None:
+        self.generation = self.generation.step_temperature(delta)
+        self._show_generation()
+
+    async def action_clear_history(self) -> None:
+        ended = [rid for rid, record in self.records.items() if record.outcome != "pending"]
+        for request_id in ended:
+            del self.records[request_id]
+            await self.exchanges.pop(request_id).remove()
+        if not self.exchanges:
+            await self.dashboard.query_one(Conversation).clear()
+
+    def action_export_session(self) -> None:
+        self._export(list(self.records.values()))
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _export(self, records: list[RequestRecord]) -> None:
+        info = self.service.model_info
+        header = {
+            "model": info.name if info else None,
+            "model_path": info.path if info else None,
+            "backend": info.backend if info else self.settings.backend,
+            "requests_exported": len(records),
+        }
+        try:
+            json_path, md_path = export_session(records, header, self.export_dir)
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"could not write the export: {exc}", title="Export failed",
+                                  severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, f"{json_path}\n{md_path}", title=f"Exported {len(records)} requests",
+                              timeout=10)
+
+    # -- the palette ------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for source in self.command_sources:
+            yield from source(self)

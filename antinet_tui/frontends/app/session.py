@@ -1,0 +1,76 @@
+"""This dashboard session's requests, as the operator saw them, and their export.
+
+The runtime's JSONL session log is the durable record of everything; this is the
+shorter, per-request view the palette's "Export session" writes as JSON and Markdown.
+Both files are rewritten whole, so they go through a temp file and `os.replace`: a crash
+mid-export never leaves a truncated file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from antinet_tui.config import APP_NAME
+from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.frontends.app.formatting import request_figures
+from antinet_tui.runtime.events import jsonable
+from antinet_tui.runtime.metrics import RequestMetrics
+
+
+@dataclass
+class RequestRecord:
+    request_id: int
+    request: GenerationRequest
+    submitted_wall: float
+    outcome: str = "pending"  # pending, finished, cancelled, failed
+    text: str = ""
+    error: str | None = None
+    metrics: RequestMetrics | None = None
+
+
+def default_export_dir() -> Path:
+    return platformdirs.user_state_path(APP_NAME) / "exports"
+
+
+def export_session(records: list[RequestRecord], header: dict, directory: Path) -> tuple[Path, Path]:
+    """Write `session-<time>.json` and `.md` into directory; returns their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = directory / time.strftime("session-%Y%m%d-%H%M%S")
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    document = {**header, "exported_wall": time.time(), "requests": [jsonable(r) for r in records]}
+    _replace(json_path, json.dumps(document, ensure_ascii=False, allow_nan=False, indent=2) + "\n")
+    _replace(md_path, _markdown(records, header))
+    return json_path, md_path
+
+
+def _markdown(records: list[RequestRecord], header: dict) -> str:
+    lines = [f"# {APP_NAME} session", ""]
+    lines += [f"- {key}: {value}" for key, value in header.items()]
+    for record in records:
+        when = time.strftime("%H:%M:%S", time.localtime(record.submitted_wall))
+        lines += ["", f"## #{record.request_id} at {when} ({record.outcome})", ""]
+        lines += [f"> {line}" for line in record.request.prompt.splitlines() or [""]]
+        lines += ["", record.text or "*(no text)*", ""]
+        if record.error:
+            lines.append(f"**Error:** {record.error}")
+        if record.metrics is not None:
+            lines.append(request_figures(record.metrics))
+    return "\n".join(lines) + "\n"
+
+
+def _replace(path: Path, text: str) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise

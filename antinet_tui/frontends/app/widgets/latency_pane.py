@@ -1,0 +1,58 @@
+"""TTFT, decode tok/s and end-to-end over the session: a chart each, with latest/p50/p95.
+
+The charts auto-scale, so the numbers beside them carry the scale. End-to-end is drawn
+against the breaker's slow-call threshold, and the count of slow calls is written out.
+Figures are the runtime's MetricsStore (finished requests only), never recomputed here.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from antinet_tui.frontends.app.formatting import ms, rate
+from antinet_tui.frontends.app.widgets.series_chart import SeriesChart
+from antinet_tui.runtime.metrics import MetricsStore
+
+# (series name, row label, formatter)
+ROWS = (
+    ("ttft_ms", "TTFT ms", ms),
+    ("decode_tok_s", "decode tok/s", rate),
+    ("e2e_ms", "e2e ms", ms),
+)
+
+
+def _row(label: str, *cells: str) -> str:
+    return f"{label:<12}" + "".join(f"{cell:>7}" for cell in cells)
+
+
+class LatencyPane(Vertical):
+    def __init__(self, slow_call_ms: float, *, id: str | None = None):
+        super().__init__(id=id)
+        self.slow_call_ms = slow_call_ms
+        self.border_title = "Latency"
+
+    def compose(self) -> ComposeResult:
+        yield Static(_row("", "latest", "p50", "p95"), classes="table-heading")
+        for name, _, _ in ROWS:
+            yield Static(id=f"{name}-figures", classes="figures")
+            yield SeriesChart(threshold=self.slow_call_ms if name == "e2e_ms" else None, id=f"{name}-chart")
+        yield Static(id="slow-calls")
+
+    def on_mount(self) -> None:
+        self.show(MetricsStore())
+
+    def show(self, metrics: MetricsStore) -> None:
+        for name, label, fmt in ROWS:
+            quantiles = metrics.percentiles(name)
+            cells = (fmt(metrics.latest(name)), fmt(quantiles["p50"]), fmt(quantiles["p95"]))
+            self.query_one(f"#{name}-figures", Static).update(Text(_row(label, *cells)))
+            self.query_one(f"#{name}-chart", SeriesChart).set_values(metrics.series(name))
+        e2e = metrics.series("e2e_ms")
+        slow = sum(value > self.slow_call_ms for value in e2e)
+        self.query_one("#slow-calls", Static).update(
+            Text(f"slow > {self.slow_call_ms:g} ms: {slow} of {len(e2e)}", style="bold" if slow else "")
+        )
+        self.border_title = f"Latency · {len(e2e)} finished" if e2e else "Latency"

@@ -1,0 +1,59 @@
+"""The top line: model, backend, load progress then "ready" (or what is running), queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from rich.text import Text
+from textual.widgets import Static
+
+from antinet_tui.config import APP_NAME
+
+PROGRESS_WIDTH = 10
+
+
+@dataclass(frozen=True)
+class Status:
+    model: str = "model not loaded"
+    backend: str = ""
+    engine: str = "starting"  # loading / ready / generating #n / load failed / stopped
+    load_fraction: float | None = None  # while loading
+    load_message: str = ""
+    queue: int = 0
+    frozen: bool = False
+
+
+class StatusLine(Static):
+    def __init__(self, backend: str, *, id: str | None = None):
+        super().__init__(id=id)
+        self.status = Status(backend=backend)
+
+    def on_mount(self) -> None:
+        self._draw()
+
+    def change(self, **fields) -> None:
+        updated = replace(self.status, **fields)
+        if updated != self.status:
+            self.status = updated
+            self._draw()
+
+    def _draw(self) -> None:
+        status = self.status
+        text = Text()
+        text.append(f" {APP_NAME} ", "reverse bold")
+        text.append(f"  {status.model}")
+        if status.backend:
+            text.append(f" · {status.backend}")
+        text.append("  │  ")
+        if status.load_fraction is not None:
+            filled = round(status.load_fraction * PROGRESS_WIDTH)
+            text.append(f"loading {'█' * filled}{'░' * (PROGRESS_WIDTH - filled)} {status.load_fraction:.0%}")
+            if status.load_message:
+                text.append(f" {status.load_message}")
+        else:
+            text.append(status.engine, "bold")
+        text.append(f"  │  queue {status.queue}")
+        if status.frozen:
+            text.append("  │  ")
+            text.append("charts FROZEN", "bold reverse")
+        self.update(text)

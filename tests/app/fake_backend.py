@@ -1,0 +1,68 @@
+"""What the dashboard tests need beyond tests/fakes.py: an answer that stops mid-stream
+until the test lets it go, a frozen breaker clock, and a fixed psutil sample, so a
+screen can be captured in the middle of an answer and look the same on every run."""
+
+from __future__ import annotations
+
+import threading
+
+from fakes import FakeBackend
+
+from antinet_tui.frontends.app.system_stats import SystemSample
+
+
+class PausingBackend(FakeBackend):
+    """Emits `pause_after` tokens, then waits for `resume` (or a cancel) before the rest."""
+
+    def __init__(self, *, pause_after: int, **options):
+        super().__init__(**options)
+        self.pause_after = pause_after
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    def generate(self, request, on_token, cancel):
+        emitted = 0
+
+        def on_token_then_maybe_wait(token_id: int, text: str) -> None:
+            nonlocal emitted
+            on_token(token_id, text)
+            emitted += 1
+            if emitted == self.pause_after:
+                self.paused.set()
+                while not self.resume.wait(0.005) and not cancel.is_set():
+                    pass
+
+        return super().generate(request, on_token_then_maybe_wait, cancel)
+
+
+class FakeClock:
+    """The breaker's clock, moved by the test."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+FIXED_SAMPLE = SystemSample(
+    per_core_percent=(12.0, 87.0, 40.0, 5.0),
+    cpu_percent=36.0,
+    freq_mhz=2400.0,
+    freq_max_mhz=3000.0,
+    memory_used=6 * 2**30,
+    memory_total=16 * 2**30,
+    process_rss=300 * 2**20,
+    process_threads=7,
+    load_average=(1.5, 1.25, 1.0),
+    temperatures_c=None,
+    battery=None,
+)
+
+
+class FixedSampler:
+    def sample(self) -> SystemSample:
+        return FIXED_SAMPLE

@@ -1,0 +1,40 @@
+"""The bridge from the dispatcher thread: tokens never post a message; other events post
+at most one pending wake-up; draining returns everything in order."""
+
+from __future__ import annotations
+
+import threading
+
+from antinet_tui.frontends.app.bridge import EngineBridge, EventsReady
+from antinet_tui.runtime.events import Accepted, Started, Token
+
+
+class RecordingTarget:
+    def __init__(self) -> None:
+        self.posted: list = []
+
+    def post_message(self, message) -> bool:
+        self.posted.append(message)
+        return True
+
+
+def test_tokens_are_buffered_without_waking_the_ui():
+    target = RecordingTarget()
+    bridge = EngineBridge(target)
+    worker = threading.Thread(target=lambda: [bridge(Token(1, 5, "x", i)) for i in range(100)])
+    worker.start()
+    worker.join()
+    assert target.posted == []
+    assert [e.index for e in bridge.drain()] == list(range(100))
+
+
+def test_other_events_wake_the_ui_once_until_drained():
+    target = RecordingTarget()
+    bridge = EngineBridge(target)
+    bridge(Accepted(1, "p", 8, 1))
+    bridge(Started(1, 0.1))
+    bridge(Token(1, 5, "x", 0))
+    assert len(target.posted) == 1 and isinstance(target.posted[0], EventsReady)
+    assert [e.kind for e in bridge.drain()] == ["accepted", "started", "token"]
+    bridge(Started(2, 0.1))
+    assert len(target.posted) == 2

@@ -1,0 +1,179 @@
+"""Send, stream, stop, fail, quit: the answer's life on screen, against the fake backend."""
+
+from __future__ import annotations
+
+import time
+
+from app_helpers import notifications, screen_text, wait_for_text, wait_until
+from fake_backend import PausingBackend
+from fakes import DEFAULT_REPLY, FakeBackend
+
+from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
+from antinet_tui.runtime.events import Token
+
+PIECES = DEFAULT_REPLY.split(" ")
+
+
+async def send(pilot, prompt: str) -> None:
+    """Put the prompt in the input (typing is tested on its own) and press Enter."""
+    prompt_input = pilot.app.dashboard.query_one(PromptInput)
+    prompt_input.focus()
+    prompt_input.value = prompt
+    await pilot.press("enter")
+
+
+async def test_first_frame_shows_loading_then_ready(make_app):
+    app = make_app(FakeBackend(load_delay_s=0.4))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "loading")
+        await wait_for_text(pilot, "ready")
+        text = screen_text(app)
+        assert "fake-tiny · fake" in text
+        assert "queue 0" in text
+
+
+async def test_answer_streams_as_markdown_then_shows_its_figures(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "Tell me about foxes")
+        await wait_until(pilot, lambda: app.exchanges and app.exchanges[1].outcome == "finished", "the answer to finish")
+        text = screen_text(app)
+        assert "› Tell me about foxes" in text
+        assert "The quick brown fox jumps over the lazy dog" in text
+        figures = str(app.exchanges[1].figures.content)
+        for figure in ("TTFT", "ms · decode", "tok/s · prefill", "14 tokens", "e2e", "mode default"):
+            assert figure in figures
+        assert figures.split(" ·")[0] in text  # the figures line is on screen (it may wrap)
+        assert app.dashboard.query_one(PromptInput).value == ""
+        assert app.records[1].text == DEFAULT_REPLY
+
+
+async def test_tokens_show_before_the_answer_ends(make_app):
+    backend = PausingBackend(pause_after=4)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "hello")
+        await wait_for_text(pilot, "The quick brown fox")
+        assert "generating… 4 tokens" in screen_text(app)
+        assert "jumps" not in screen_text(app)
+        backend.resume.set()
+        await wait_until(pilot, lambda: app.exchanges[1].outcome == "finished", "the rest of the answer")
+        assert "lazy dog" in screen_text(app)
+
+
+async def test_a_burst_of_tokens_becomes_one_text_message_per_drain(make_app):
+    """The UI repaints per drain, not per token (the engine never waits on it)."""
+    backend = PausingBackend(pause_after=1)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "hello")
+        await wait_until(pilot, lambda: 1 in app.exchanges and app.exchanges[1].tokens == 1, "the first token")
+        exchange = app.exchanges[1]
+        posted = []
+        original_post = exchange.post_message
+        exchange.post_message = lambda message: posted.append(message) or original_post(message)
+        app._apply([Token(1, 7, f" w{i}", i + 1) for i in range(10)])
+        assert len(posted) == 1 and posted[0].tokens == 10 and posted[0].text == "".join(f" w{i}" for i in range(10))
+        backend.resume.set()
+
+
+async def test_escape_stops_the_answer_and_keeps_the_partial_text(make_app):
+    backend = PausingBackend(pause_after=3)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "hello")
+        await wait_for_text(pilot, "The quick brown")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.exchanges[1].outcome == "stopped", "the answer to stop")
+        text = screen_text(app)
+        assert "The quick brown" in text and "fox" not in text
+        assert "■ stopped after 3 tokens" in text
+        assert app.records[1].outcome == "cancelled"
+        assert isinstance(app.focused, PromptInput)  # Esc with something to stop does not leave the prompt
+
+
+async def test_escape_also_drops_queued_requests(make_app):
+    backend = PausingBackend(pause_after=2)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "first")
+        await send(pilot, "second")
+        await wait_until(pilot, lambda: 2 in app.exchanges, "the second request queued")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: all(e.outcome == "stopped" for e in app.exchanges.values()), "both stopped")
+        assert backend.generate_calls == 1
+        assert "■ stopped before it started" in screen_text(app)
+
+
+async def test_an_engine_failure_is_a_notification_and_the_app_keeps_running(make_app):
+    backend = FakeBackend(fail_on_token=3)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "hello")
+        await wait_until(pilot, lambda: app.exchanges[1].outcome == "failed", "the failure")
+        assert any("fake backend failed at token 3" in n for n in notifications(app))
+        assert "✗ failed: fake backend failed at token 3" in screen_text(app)
+        backend.fail_on_token = None
+        await send(pilot, "again")
+        await wait_until(pilot, lambda: app.exchanges[2].outcome == "finished", "the next answer")
+        assert app.is_running
+
+
+async def test_bad_input_is_refused_with_the_runtime_message(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "   ")
+        await wait_until(pilot, lambda: any("prompt is only whitespace" in n for n in notifications(app)), "refusal")
+        prompt = app.dashboard.query_one(PromptInput)
+        prompt.value = "ring \x07 bell"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any("control character U+0007" in n for n in notifications(app)), "refusal")
+        assert prompt.value == "ring \x07 bell"  # kept, so it can be fixed
+        assert not app.exchanges
+
+
+async def test_a_full_queue_is_refused_with_the_runtime_message(make_app):
+    backend = PausingBackend(pause_after=1)
+    app = make_app(backend, queue_size=1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "running")
+        await wait_until(pilot, backend.paused.is_set, "the first answer to be running")
+        await send(pilot, "queued")
+        await send(pilot, "one too many")
+        await wait_until(pilot, lambda: any("queue full" in n for n in notifications(app)), "refusal")
+        assert "queue 1" in screen_text(app)
+        backend.resume.set()
+
+
+async def test_a_load_failure_is_shown_and_the_app_keeps_running(make_app):
+    app = make_app(FakeBackend(load_error=RuntimeError("weights are corrupt")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "load failed")
+        assert any("weights are corrupt" in n for n in notifications(app))
+        await send(pilot, "hello")
+        await wait_until(pilot, lambda: any("the engine failed to load" in n for n in notifications(app)), "refusal")
+        assert app.is_running
+
+
+async def test_ctrl_q_quits_promptly_during_a_generation(make_app):
+    backend = FakeBackend(token_delay_s=0.05)
+    app = make_app(backend)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "a long answer please")
+        await wait_until(pilot, backend.generating.is_set, "the answer to start")
+        started = time.monotonic()
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, "the app to exit")
+        quit_seconds = time.monotonic() - started
+    assert backend.closed  # the engine thread left its loop and closed the backend
+    assert app.service.state == "stopped"
+    assert quit_seconds < 5  # generous: the service's own bound is 1 s; this catches a hang
