@@ -118,7 +118,7 @@ async def test_the_palette_offers_every_mode_and_applies_it(make_app):
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_text(pilot, "ready")
         commands = palette(app)
-        for title in ("Mode: burst", "Mode: default (default)", "Mode: power_saver", "Breaker: isolate",
+        for title in ("Mode: burst", "Mode: default", "Mode: power_saver", "Breaker: isolate",
                       "Breaker: reset", "Export the session", "Clear history"):
             assert title in commands
         commands["Mode: power_saver"].callback()

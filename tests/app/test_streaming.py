@@ -42,7 +42,7 @@ async def test_answer_streams_as_markdown_then_shows_its_figures(make_app):
         assert "› Tell me about foxes" in text
         assert "The quick brown fox jumps over the lazy dog" in text
         figures = str(app.exchanges[1].figures.content)
-        for figure in ("TTFT", "ms · decode", "tok/s · prefill", "14 tokens", "e2e", "mode default"):
+        for figure in ("TTFT", "ms · decode", "tok/s · prefill", "14 tokens (eos)", "e2e", "mode default"):
             assert figure in figures
         assert figures.split(" ·")[0] in text  # the figures line is on screen (it may wrap)
         assert app.dashboard.query_one(PromptInput).value == ""

@@ -3,9 +3,10 @@
 Threads and who does what:
 
 * the runtime's dispatcher thread calls `EngineBridge`, which only appends to a buffer;
-* the UI thread drains that buffer on a timer (tokens) or at once (other events) and
-  routes each event to its widget; it never calls the engine except through the
-  service's non-blocking methods (submit, cancel, set_mode, breaker);
+* the UI thread drains that buffer on a paced timer (tokens; see pacing.py) or at once
+  (other events, first tokens) and routes each event to its widget; it never calls the
+  engine except through the service's non-blocking methods (submit, cancel, set_mode,
+  breaker);
 * psutil sampling and session export run in thread workers (own group,
   `exit_on_error=False`) and report back with messages;
 * quitting shuts the service down (joins within a second) off the UI thread.
@@ -14,6 +15,7 @@ Threads and who does what:
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -32,6 +34,7 @@ from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.frontends.app import keys
 from antinet_tui.frontends.app.bridge import EngineBridge, EventsReady
 from antinet_tui.frontends.app.commands import DEFAULT_SOURCES, CommandSource
+from antinet_tui.frontends.app.pacing import DrainPacer
 from antinet_tui.frontends.app.screens.dashboard import DashboardScreen
 from antinet_tui.frontends.app.screens.help import HelpScreen
 from antinet_tui.frontends.app.session import RequestRecord, default_export_dir, export_session
@@ -62,7 +65,6 @@ from antinet_tui.runtime.events import (
 )
 from antinet_tui.runtime.service import EngineService
 
-TOKEN_DRAIN_S = 0.04  # 25 redraws a second at most, however fast tokens come
 BREAKER_POLL_S = 0.5  # the countdown moves, and OPEN turns HALF-OPEN on time
 SHUTDOWN_TIMEOUT_S = 1.0
 
@@ -100,6 +102,7 @@ class DashboardApp(App[int]):
         self.command_sources = list(command_sources)
         self.owns_service = owns_service
         self.bridge = EngineBridge(self)
+        self.pacer = DrainPacer()
         self.generation = GenerationSettings(settings.max_new_tokens, settings.temperature, chat=not settings.raw)
         self.records: dict[int, RequestRecord] = {}
         self.exchanges: dict[int, Exchange] = {}
@@ -107,6 +110,7 @@ class DashboardApp(App[int]):
         self.requested_mode: str | None = settings.mode
         self.mode_note: str | None = None
         self._unsubscribe = None
+        self._quitting = threading.Event()  # stops the sampler thread
         self.dashboard: DashboardScreen  # the main screen, kept: events update it under help or the palette
         if keymap:
             self.set_keymap(keymap)
@@ -136,9 +140,8 @@ class DashboardApp(App[int]):
             self.service.start()
         else:
             self._show_running_service()
-        self.set_interval(TOKEN_DRAIN_S, self._drain)
+        self._drain_tick()
         self.set_interval(BREAKER_POLL_S, self._poll_breaker)
-        self.set_interval(self.settings.refresh_s, self._sample_system)
         self._sample_system()
         self._show_generation()
         self._show_breaker()
@@ -165,6 +168,7 @@ class DashboardApp(App[int]):
         self._stop_listening()
 
     def _stop_listening(self) -> None:
+        self._quitting.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -174,12 +178,19 @@ class DashboardApp(App[int]):
     def on_events_ready(self, _: EventsReady) -> None:
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain_tick(self) -> None:
+        """Draw buffered tokens, then come back after the pacer's interval."""
+        streaming = self._drain()
+        self.set_timer(self.pacer.next_interval(streaming), self._drain_tick)
+
+    def _drain(self) -> bool:
+        """Apply buffered events; True when there were tokens among them."""
         if not self.is_running:  # shutting down: the widgets are going or gone
-            return
+            return False
         events = self.bridge.drain()
         if events:
             self._apply(events)
+        return any(isinstance(event, Token) for event in events)
 
     def _apply(self, events: list[Event]) -> None:
         """Route events in order; consecutive tokens of a request become one text message."""
@@ -268,7 +279,10 @@ class DashboardApp(App[int]):
             self.dashboard.query_one(LatencyPane).show(self.service.metrics)
 
     def _poll_breaker(self) -> None:
-        if self.is_running:
+        """Only OPEN changes with time (its countdown, and the lazy move to HALF-OPEN);
+        every other change arrives as an event."""
+        pane = self.dashboard.query_one(BreakerPane)
+        if self.is_running and pane.snapshot is not None and pane.snapshot.state is BreakerState.OPEN:
             self._show_breaker()
 
     def _show_breaker(self) -> None:
@@ -292,9 +306,12 @@ class DashboardApp(App[int]):
 
     # -- system sampling ------------------------------------------------------------------
 
-    @work(thread=True, group="system-sampler", exclusive=True, exit_on_error=False)
+    @work(thread=True, group="system-sampler", exit_on_error=False)
     def _sample_system(self) -> None:
-        self.post_message(SystemSampled(self.sampler.sample()))
+        """One long-lived thread: psutil calls never run on the UI thread."""
+        while not self._quitting.is_set():
+            self.post_message(SystemSampled(self.sampler.sample()))
+            self._quitting.wait(self.settings.refresh_s)
 
     def on_system_sampled(self, message: SystemSampled) -> None:
         if not self.is_running:

@@ -1,11 +1,11 @@
 """From the runtime's dispatcher thread to the UI, without the engine ever waiting on the UI.
 
 Every event goes into one ordered buffer (so a request's tokens are always handled before
-its terminal event). Tokens only wake the UI through its drain timer: at 30+ tokens/s a
+its terminal event). Tokens reach the UI through its drain timer: at 30+ tokens/s a
 message or `call_from_thread` per token would make the UI repaint per token and, on a
-small machine, steal the engine's CPU. Any other event posts one `EventsReady` message
-(at most one is pending at a time), so a breaker transition or a finished answer shows at
-once rather than at the next tick.
+small machine, take the engine's CPU and GIL. Any other event, and a request's first
+token (its TTFT is what the operator watches for), posts one `EventsReady` message (at
+most one is pending at a time), so it shows at once rather than at the next tick.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class EngineBridge:
     def __call__(self, event: Event) -> None:
         """The runtime subscriber: runs on the dispatcher thread and never blocks."""
         self._pending.append(event)
-        if isinstance(event, Token):
+        if isinstance(event, Token) and event.index > 0:
             return
         with self._wake_lock:
             if self._wake_posted:

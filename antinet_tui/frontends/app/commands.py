@@ -31,7 +31,7 @@ def mode_commands(app: DashboardApp) -> Iterable[SystemCommand]:
         yield SystemCommand("Mode: (the model is still loading)", "Modes are listed once the backend is ready", app.bell)
         return
     for mode in capabilities.modes:
-        marker = " (default)" if mode.name == capabilities.default_mode else ""
+        marker = " (the backend's default)" if mode.name == capabilities.default_mode != "default" else ""
         yield SystemCommand(f"Mode: {mode.name}{marker}", mode.description, partial(app.request_mode, mode.name))
 
 

@@ -52,7 +52,7 @@ def request_figures(metrics: RequestMetrics) -> str:
         f"TTFT {ms(metrics.ttft_ms)} ms",
         f"decode {rate(metrics.decode_tok_s)} tok/s",
         f"prefill {rate(metrics.prefill_tok_s)} tok/s",
-        f"{metrics.generated_tokens} tokens",
+        f"{metrics.generated_tokens} tokens" + (f" ({metrics.stop_reason})" if metrics.stop_reason else ""),
         f"e2e {ms(metrics.e2e_ms)} ms",
         f"mode {metrics.mode or NOT_AVAILABLE}",
     ]

@@ -11,9 +11,9 @@ import math
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import Static
 
+from antinet_tui.frontends.app.widgets.pane import Pane
 from antinet_tui.runtime.breaker import BreakerSnapshot, BreakerState
 
 LABELS = {
@@ -24,7 +24,7 @@ LABELS = {
 }
 
 
-class BreakerPane(Vertical):
+class BreakerPane(Pane):
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)
         self.border_title = "Breaker"
@@ -40,18 +40,19 @@ class BreakerPane(Vertical):
     def show(self, snapshot: BreakerSnapshot, isolate_key: str, reset_key: str) -> None:
         self.snapshot = snapshot
         symbol, word = LABELS[snapshot.state]
+        state_class = f"-{snapshot.state.value.replace('_', '-')}"
         state = self.query_one("#breaker-state", Static)
-        state.update(Text(f"{symbol} {word}", style="bold"))
-        state.set_classes(f"-{snapshot.state.value.replace('_', '-')}")
-        self.query_one("#breaker-reason", Static).update(Text(f"why: {snapshot.reason or 'no transition yet'}"))
-        self.query_one("#breaker-next", Static).update(Text(_next_step(snapshot)))
-        self.query_one("#breaker-window", Static).update(
-            Text(
-                f"window: {snapshot.slow_calls} slow · {snapshot.failed_calls} failed"
-                f" of {snapshot.calls_in_window} (min {snapshot.config.minimum_calls})"
-            )
+        if not state.has_class(state_class):
+            state.set_classes(state_class)
+        self.set_line("#breaker-state", Text(f"{symbol} {word}", style="bold"))
+        self.set_line("#breaker-reason", f"why: {snapshot.reason or 'no transition yet'}")
+        self.set_line("#breaker-next", _next_step(snapshot))
+        self.set_line(
+            "#breaker-window",
+            f"window: {snapshot.slow_calls} slow · {snapshot.failed_calls} failed"
+            f" of {snapshot.calls_in_window} (min {snapshot.config.minimum_calls})",
         )
-        self.query_one("#breaker-keys", Static).update(Text(f"{isolate_key} isolate · {reset_key} reset"))
+        self.set_line("#breaker-keys", f"{isolate_key} isolate · {reset_key} reset")
 
 
 def _next_step(snapshot: BreakerSnapshot) -> str:

@@ -63,7 +63,7 @@ class Exchange(Vertical):
         self.text += message.text
         self.tokens += message.tokens
         await self._stream.write(message.text)
-        self.figures.update(Text(f"generating… {self.tokens} tokens"))
+        self.figures.update(Text(f"generating… {self.tokens} tokens"), layout=False)  # same one line
 
     async def on_exchange_ended(self, message: Ended) -> None:
         event = message.event

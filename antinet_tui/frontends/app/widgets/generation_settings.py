@@ -37,7 +37,7 @@ class GenerationSettings:
 
     def describe(self) -> str:
         temperature = "0 (greedy)" if self.temperature == 0 else f"{self.temperature:.2f}"
-        return f"{self.max_new_tokens} tokens · temp {temperature} · {'chat' if self.chat else 'raw'}"
+        return f"max {self.max_new_tokens} tokens · temp {temperature} · {'chat' if self.chat else 'raw'}"
 
 
 class GenerationSettingsLabel(Static):

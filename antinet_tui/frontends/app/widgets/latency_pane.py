@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import Static
 
 from antinet_tui.frontends.app.formatting import ms, rate
+from antinet_tui.frontends.app.widgets.pane import Pane
 from antinet_tui.frontends.app.widgets.series_chart import SeriesChart
 from antinet_tui.runtime.metrics import MetricsStore
 
@@ -28,7 +28,7 @@ def _row(label: str, *cells: str) -> str:
     return f"{label:<12}" + "".join(f"{cell:>7}" for cell in cells)
 
 
-class LatencyPane(Vertical):
+class LatencyPane(Pane):
     def __init__(self, slow_call_ms: float, *, id: str | None = None):
         super().__init__(id=id)
         self.slow_call_ms = slow_call_ms
@@ -48,11 +48,9 @@ class LatencyPane(Vertical):
         for name, label, fmt in ROWS:
             quantiles = metrics.percentiles(name)
             cells = (fmt(metrics.latest(name)), fmt(quantiles["p50"]), fmt(quantiles["p95"]))
-            self.query_one(f"#{name}-figures", Static).update(Text(_row(label, *cells)))
+            self.set_line(f"#{name}-figures", _row(label, *cells))
             self.query_one(f"#{name}-chart", SeriesChart).set_values(metrics.series(name))
         e2e = metrics.series("e2e_ms")
         slow = sum(value > self.slow_call_ms for value in e2e)
-        self.query_one("#slow-calls", Static).update(
-            Text(f"slow > {self.slow_call_ms:g} ms: {slow} of {len(e2e)}", style="bold" if slow else "")
-        )
+        self.set_line("#slow-calls", Text(f"slow > {self.slow_call_ms:g} ms: {slow} of {len(e2e)}", style="bold" if slow else ""))
         self.border_title = f"Latency · {len(e2e)} finished" if e2e else "Latency"

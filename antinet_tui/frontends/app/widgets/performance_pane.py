@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import Static
 
 from antinet_tui.engine.protocol import ModeReadback
 from antinet_tui.frontends.app.formatting import NOT_AVAILABLE, cores
+from antinet_tui.frontends.app.widgets.pane import Pane
 
 
-class PerformancePane(Vertical):
+class PerformancePane(Pane):
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)
         self.border_title = "Performance"
@@ -31,7 +31,7 @@ class PerformancePane(Vertical):
     def show(self, requested: str | None, readback: ModeReadback | None, note: str | None, toggle_key: str) -> None:
         """`note` says what is in flight: "applying…", "after this answer", an error."""
         line = f"requested  {requested or NOT_AVAILABLE}" + (f"  ({note})" if note else "")
-        self.query_one("#mode-requested", Static).update(Text(line))
+        self.set_line("#mode-requested", line)
         effective = NOT_AVAILABLE
         settings = ""
         problems = ""
@@ -41,12 +41,11 @@ class PerformancePane(Vertical):
                 effective += f" · switched in {readback.switch_seconds * 1000:.0f} ms"
             settings = _settings_line(readback.settings)
             problems = "\n".join(f"not applied: {reason}" for reason in readback.not_applied)
-        self.query_one("#mode-effective", Static).update(Text(f"effective  {effective}"))
-        self.query_one("#mode-settings", Static).update(Text(settings))
-        problems_widget = self.query_one("#mode-problems", Static)
-        problems_widget.update(Text(problems))
-        problems_widget.display = bool(problems)
-        self.query_one("#mode-keys", Static).update(Text(f"{toggle_key} burst/default · ctrl+p every mode"))
+        self.set_line("#mode-effective", f"effective  {effective}")
+        self.set_line("#mode-settings", settings)
+        self.set_line("#mode-problems", problems)
+        self.query_one("#mode-problems").display = bool(problems)
+        self.set_line("#mode-keys", f"{toggle_key} burst/default · ctrl+p every mode")
 
 
 def _settings_line(settings: dict) -> str:

@@ -56,4 +56,4 @@ class StatusLine(Static):
         if status.frozen:
             text.append("  │  ")
             text.append("charts FROZEN", "bold reverse")
-        self.update(text)
+        self.update(text, layout=False)  # one line, always: no layout needed

@@ -8,18 +8,18 @@ from collections import deque
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import Static
 
 from antinet_tui.frontends.app.formatting import NOT_AVAILABLE, size
 from antinet_tui.frontends.app.system_stats import SystemSample
+from antinet_tui.frontends.app.widgets.pane import Pane
 from antinet_tui.frontends.app.widgets.series_chart import SeriesChart
 
 CORE_BAR_WIDTH = 8
 HISTORY = 120
 
 
-class SystemPane(Vertical):
+class SystemPane(Pane):
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)
         self.border_title = "System"
@@ -49,19 +49,15 @@ class SystemPane(Vertical):
             freq = f"{sample.freq_mhz / 1000:.2f} GHz"
             if sample.freq_max_mhz:
                 freq += f" of {sample.freq_max_mhz / 1000:.2f}"
-        self.query_one("#system-cpu", Static).update(Text(f"CPU {sample.cpu_percent:3.0f}% · {freq}"))
+        self.set_line("#system-cpu", f"CPU {sample.cpu_percent:3.0f}% · {freq}")
         self.query_one("#system-cpu-chart", SeriesChart).set_values(self.cpu_history)
-        self.query_one("#system-cores", Static).update(self._cores(sample.per_core_percent))
+        self.set_line("#system-cores", self._cores(sample.per_core_percent))
         memory = f"mem {size(sample.memory_used)} of {size(sample.memory_total)}"
-        self.query_one("#system-memory", Static).update(
-            Text(f"{memory} ({sample.memory_used / sample.memory_total:.0%})")
-        )
-        self.query_one("#system-process", Static).update(
-            Text(f"proc RSS {size(sample.process_rss)} · {sample.process_threads} threads")
-        )
+        self.set_line("#system-memory", f"{memory} ({sample.memory_used / sample.memory_total:.0%})")
+        self.set_line("#system-process", f"proc RSS {size(sample.process_rss)} · {sample.process_threads} threads")
         load = " ".join(f"{x:.2f}" for x in sample.load_average) if sample.load_average else NOT_AVAILABLE
-        self.query_one("#system-load", Static).update(Text(f"load {load} (1, 5, 15 min)"))
-        self.query_one("#system-sensors", Static).update(Text(f"temp {_temperatures(sample)} · battery {_battery(sample)}"))
+        self.set_line("#system-load", f"load {load} (1/5/15 min)")
+        self.set_line("#system-sensors", f"temp {_temperatures(sample)} · battery {_battery(sample)}")
 
     def _cores(self, percents: tuple[float, ...]) -> Text:
         cell_width = len("00 ") + CORE_BAR_WIDTH + len(" 100%  ")
