@@ -48,6 +48,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 # -- decode: dashboard vs headless ---------------------------------------------------------
 
+
 async def _dashboard_once(service, settings, pacing: dict) -> tuple[float, int]:
     """One answer in a fresh app that has settled (first frame, first psutil sample) and
     carries over the redraw pacing learned in the previous dashboard run, as a session
@@ -83,8 +84,9 @@ def bench_decode(runs: int) -> None:
     service.start()
     if not service.wait_ready(120):
         raise SystemExit(f"the model did not load: {service.load_error}")
-    request = GenerationRequest(PROMPT, max_new_tokens=DECODE_TOKENS, temperature=0.0, top_k=settings.top_k,
-                                top_p=settings.top_p)
+    request = GenerationRequest(
+        PROMPT, max_new_tokens=DECODE_TOKENS, temperature=0.0, top_k=settings.top_k, top_p=settings.top_p
+    )
 
     def headless() -> tuple[float, int]:
         event = service.generate_sync(request)
@@ -107,21 +109,27 @@ def bench_decode(runs: int) -> None:
             (h_rate, h_tokens), (d_rate, d_tokens) = pair["headless"], pair["dashboard"]
             assert h_tokens == d_tokens, f"different answers: {h_tokens} vs {d_tokens} tokens"
             label = "warm-up" if i == 0 else f"pair {i}"
-            print(f"{label:<8} headless {h_rate:5.1f} tok/s  dashboard {d_rate:5.1f} tok/s  "
-                  f"ratio {d_rate / h_rate:.3f}  ({h_tokens} tokens, {order[0][0]} first)", file=sys.stderr)
+            print(
+                f"{label:<8} headless {h_rate:5.1f} tok/s  dashboard {d_rate:5.1f} tok/s  "
+                f"ratio {d_rate / h_rate:.3f}  ({h_tokens} tokens, {order[0][0]} first)",
+                file=sys.stderr,
+            )
             if i:
                 ratios.append(d_rate / h_rate)
                 rates["headless"].append(h_rate)
                 rates["dashboard"].append(d_rate)
     finally:
         service.shutdown()
-    print(f"decode tok/s, {DECODE_TOKENS} tokens at temperature 0, {runs} interleaved pairs: "
-          f"headless median {statistics.median(rates['headless']):.1f}, "
-          f"dashboard median {statistics.median(rates['dashboard']):.1f}; "
-          f"paired ratio median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+    print(
+        f"decode tok/s, {DECODE_TOKENS} tokens at temperature 0, {runs} interleaved pairs: "
+        f"headless median {statistics.median(rates['headless']):.1f}, "
+        f"dashboard median {statistics.median(rates['dashboard']):.1f}; "
+        f"paired ratio median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
 
 
 # -- tmux-driven: keys and launch ------------------------------------------------------------
+
 
 class Tmux:
     def __init__(self, name: str, command: str, size: tuple[int, int] = (120, 40)):
@@ -130,8 +138,11 @@ class Tmux:
         self.name = name
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
         env = {**os.environ, "ANTINET_FORCE_TUI": "1"}
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", str(size[0]), "-y", str(size[1]), command],
-                       check=True, env=env)
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", name, "-x", str(size[0]), "-y", str(size[1]), command],
+            check=True,
+            env=env,
+        )
 
     def screen(self) -> str:
         return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
@@ -151,14 +162,18 @@ class Tmux:
 
 
 def _prompt_line(screen: str) -> str:
-    lines = screen.splitlines()
-    return next((line for line in reversed(lines) if line.startswith("▊  ") or line.startswith("▊")), "")
+    """The input's text row: the one the next request's settings sit beside."""
+    return next((line for line in screen.splitlines() if line.startswith("▊") and " tokens · temp " in line), "")
 
 
 def _type_and_time(tmux: Tmux, count: int) -> list[float]:
-    """Type `count` characters one at a time; time each until the prompt line shows it."""
+    """Type `count` characters one at a time; time each until the prompt line shows it.
+    Starts from an empty prompt (the placeholder must not satisfy the first match)."""
     latencies = []
-    typed = ""
+    typed = "z"
+    tmux.send("z", literal=True)
+    while "▊  z" not in _prompt_line(tmux.screen()):
+        time.sleep(0.005)
     for i in range(count):
         char = "abcdefghijklmnopqrstuvwxyz"[i % 26]
         expected = (typed + char)[-40:]
@@ -172,15 +187,18 @@ def _type_and_time(tmux: Tmux, count: int) -> list[float]:
         time.sleep(0.05)
         if len(typed) >= 60:  # keep the prompt within the visible width
             tmux.send("C-u")
-            while "Ask something" not in _prompt_line(tmux.screen()) and _prompt_line(tmux.screen()).strip("▊▎ "):
+            tmux.send("z", literal=True)
+            while "▊  z " not in _prompt_line(tmux.screen()):
                 time.sleep(0.005)
-            typed = ""
+            typed = "z"
     return latencies
 
 
 def _summary(name: str, values: list[float]) -> str:
-    return (f"{name}: median {statistics.median(values):.1f} ms, p95 {_percentile(values, 95):.1f} ms, "
-            f"max {max(values):.1f} ms (n={len(values)})")
+    return (
+        f"{name}: median {statistics.median(values):.1f} ms, p95 {_percentile(values, 95):.1f} ms, "
+        f"max {max(values):.1f} ms (n={len(values)})"
+    )
 
 
 def bench_keys(runs: int) -> None:
@@ -199,8 +217,10 @@ def bench_keys(runs: int) -> None:
     finally:
         tmux.close()
     print(_summary("key to screen, idle", idle))
-    print(_summary("key to screen, while generating", busy)
-          + ("" if still_generating else "  (WARNING: the generation ended before the last key)"))
+    print(
+        _summary("key to screen, while generating", busy)
+        + ("" if still_generating else "  (WARNING: the generation ended before the last key)")
+    )
 
 
 def bench_launch(runs: int) -> None:

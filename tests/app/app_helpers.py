@@ -19,15 +19,24 @@ async def wait_until(pilot: Pilot, condition: Callable[[], object], what: str, t
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n--- screen ---\n{screen_text(pilot.app)}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}\n--- screen ---\n{screen_text(pilot.app)}"
+            )
         await pilot.pause(0.01)
 
 
 def screen_text(app: App) -> str:
     """The screen as plain text, as a terminal would show it (what the operator reads)."""
     width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), record=True, legacy_windows=False,
-                      force_terminal=True, color_system=None)
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        record=True,
+        legacy_windows=False,
+        force_terminal=True,
+        color_system=None,
+    )
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text()
 

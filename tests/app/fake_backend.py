@@ -1,6 +1,6 @@
 """What the dashboard tests need beyond tests/fakes.py: an answer that stops mid-stream
-until the test lets it go, a frozen breaker clock, and a fixed psutil sample, so a
-screen can be captured in the middle of an answer and look the same on every run."""
+until the test lets it go, a frozen breaker clock, a fixed psutil sample and a seeded
+metrics store, so a screen can be captured mid-answer and look the same on every run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 from fakes import FakeBackend
 
 from antinet_tui.frontends.app.system_stats import SystemSample
+from antinet_tui.runtime.metrics import MetricsStore, RequestMetrics
 
 
 class PausingBackend(FakeBackend):
@@ -66,3 +67,24 @@ FIXED_SAMPLE = SystemSample(
 class FixedSampler:
     def sample(self) -> SystemSample:
         return FIXED_SAMPLE
+
+
+def seeded_metrics(n: int = 12) -> MetricsStore:
+    """A session's worth of finished requests with fixed figures, so charts have a shape."""
+    store = MetricsStore()
+    for i in range(n):
+        store.record(
+            RequestMetrics(
+                queue_wait_ms=0.2,
+                ttft_ms=180 + 15 * (i % 4),
+                prefill_tok_s=210.0 + i,
+                decode_tok_s=30.0 + (i % 5),
+                e2e_ms=900 + 400 * (i % 6),
+                prompt_tokens=40,
+                generated_tokens=32,
+                mode="default",
+                stop_reason="eos",
+                outcome="finished",
+            )
+        )
+    return store

@@ -8,7 +8,6 @@ import json
 from app_helpers import notifications, screen_text, wait_for_text, wait_until
 from fake_backend import PausingBackend
 from fakes import FakeBackend
-
 from textual.widgets import Markdown
 
 from antinet_tui.config import Settings
@@ -118,8 +117,15 @@ async def test_the_palette_offers_every_mode_and_applies_it(make_app):
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_text(pilot, "ready")
         commands = palette(app)
-        for title in ("Mode: burst", "Mode: default", "Mode: power_saver", "Breaker: isolate",
-                      "Breaker: reset", "Export the session", "Clear history"):
+        for title in (
+            "Mode: burst",
+            "Mode: default",
+            "Mode: power_saver",
+            "Breaker: isolate",
+            "Breaker: reset",
+            "Export the session",
+            "Clear history",
+        ):
             assert title in commands
         commands["Mode: power_saver"].callback()
         await wait_for_text(pilot, "threads 1 · nice 10 · cores 7 of 8")
@@ -272,4 +278,6 @@ async def test_theme_from_settings_and_unknown_theme_warns(make_app):
         assert app.theme == "nord"
     app = make_app(settings=Settings(no_log=True, theme="no-such-theme"))
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: any("unknown theme 'no-such-theme'" in n for n in notifications(app)), "warning")
+        await wait_until(
+            pilot, lambda: any("unknown theme 'no-such-theme'" in n for n in notifications(app)), "warning"
+        )

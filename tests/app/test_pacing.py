@@ -17,8 +17,9 @@ class Clocks:
 
 
 def make_pacer(clocks: Clocks) -> DrainPacer:
-    return DrainPacer(budget=0.05, fastest=0.05, first=0.1, slowest=0.3,
-                      wall_clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu)
+    return DrainPacer(
+        budget=0.05, fastest=0.05, first=0.1, slowest=0.3, wall_clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu
+    )
 
 
 def test_over_budget_while_streaming_slows_down_to_the_slowest():

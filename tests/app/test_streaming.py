@@ -37,7 +37,9 @@ async def test_answer_streams_as_markdown_then_shows_its_figures(make_app):
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_text(pilot, "ready")
         await send(pilot, "Tell me about foxes")
-        await wait_until(pilot, lambda: app.exchanges and app.exchanges[1].outcome == "finished", "the answer to finish")
+        await wait_until(
+            pilot, lambda: app.exchanges and app.exchanges[1].outcome == "finished", "the answer to finish"
+        )
         text = screen_text(app)
         assert "› Tell me about foxes" in text
         assert "The quick brown fox jumps over the lazy dog" in text

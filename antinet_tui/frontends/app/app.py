@@ -144,6 +144,7 @@ class DashboardApp(App[int]):
         self.set_interval(BREAKER_POLL_S, self._poll_breaker)
         self._sample_system()
         self._show_generation()
+        self._show_latency()
         self._show_breaker()
         self._show_mode()
 
@@ -152,7 +153,9 @@ class DashboardApp(App[int]):
         info = self.service.model_info
         if info is not None:
             self._status.change(model=info.name, backend=info.backend, engine="ready")
-            self.requested_mode = self.requested_mode or (self.service.current_mode.requested if self.service.current_mode else None)
+            self.requested_mode = self.requested_mode or (
+                self.service.current_mode.requested if self.service.current_mode else None
+            )
         elif self.service.state == "failed":
             self._status.change(engine=f"load failed: {self.service.load_error}")
 
@@ -235,7 +238,9 @@ class DashboardApp(App[int]):
         elif isinstance(event, BreakerTransition):
             symbol, word = LABELS[event.to_state]
             refusing = event.to_state in (BreakerState.OPEN, BreakerState.ISOLATED)
-            self.notify(event.reason, title=f"Breaker {symbol} {word}", severity="warning" if refusing else "information")
+            self.notify(
+                event.reason, title=f"Breaker {symbol} {word}", severity="warning" if refusing else "information"
+            )
             self._show_breaker()
         elif isinstance(event, ModeChanged):
             self._mode_changed(event)
@@ -383,8 +388,9 @@ class DashboardApp(App[int]):
             self.notify("the model is still loading; modes can change once it is ready", severity="warning")
             return
         if "burst" not in capabilities.mode_names:
-            self.notify(f"this backend has no burst mode; its modes: {', '.join(capabilities.mode_names)}",
-                        severity="warning")
+            self.notify(
+                f"this backend has no burst mode; its modes: {', '.join(capabilities.mode_names)}", severity="warning"
+            )
             return
         self.request_mode(capabilities.default_mode if self.requested_mode == "burst" else "burst")
 
@@ -449,11 +455,13 @@ class DashboardApp(App[int]):
         try:
             json_path, md_path = export_session(records, header, self.export_dir)
         except OSError as exc:
-            self.call_from_thread(self.notify, f"could not write the export: {exc}", title="Export failed",
-                                  severity="error", timeout=10)
+            self.call_from_thread(
+                self.notify, f"could not write the export: {exc}", title="Export failed", severity="error", timeout=10
+            )
             return
-        self.call_from_thread(self.notify, f"{json_path}\n{md_path}", title=f"Exported {len(records)} requests",
-                              timeout=10)
+        self.call_from_thread(
+            self.notify, f"{json_path}\n{md_path}", title=f"Exported {len(records)} requests", timeout=10
+        )
 
     # -- the palette ------------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ PALETTE_TEMPERATURES = (0.0, 0.2, 0.5, 0.8, 1.0)
 def mode_commands(app: DashboardApp) -> Iterable[SystemCommand]:
     capabilities = app.service.capabilities
     if capabilities is None:
-        yield SystemCommand("Mode: (the model is still loading)", "Modes are listed once the backend is ready", app.bell)
+        yield SystemCommand(
+            "Mode: (the model is still loading)", "Modes are listed once the backend is ready", app.bell
+        )
         return
     for mode in capabilities.modes:
         marker = " (the backend's default)" if mode.name == capabilities.default_mode != "default" else ""
@@ -36,7 +38,9 @@ def mode_commands(app: DashboardApp) -> Iterable[SystemCommand]:
 
 
 def breaker_commands(app: DashboardApp) -> Iterable[SystemCommand]:
-    yield SystemCommand("Breaker: isolate", "Force the breaker open: refuse requests until reset", app.action_isolate_breaker)
+    yield SystemCommand(
+        "Breaker: isolate", "Force the breaker open: refuse requests until reset", app.action_isolate_breaker
+    )
     yield SystemCommand("Breaker: reset", "Back to CLOSED with an empty window", app.action_reset_breaker)
 
 
@@ -62,7 +66,9 @@ def generation_commands(app: DashboardApp) -> Iterable[SystemCommand]:
         yield SystemCommand(
             f"Temperature: {label}", "For the next requests", partial(app.set_generation, temperature=temperature)
         )
-    yield SystemCommand("Chat template: on", "Wrap prompts in the model's chat template", partial(app.set_generation, chat=True))
+    yield SystemCommand(
+        "Chat template: on", "Wrap prompts in the model's chat template", partial(app.set_generation, chat=True)
+    )
     yield SystemCommand("Chat template: off (raw)", "Send prompts as typed", partial(app.set_generation, chat=False))
 
 

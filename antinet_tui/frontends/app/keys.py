@@ -34,8 +34,22 @@ APP_KEYS = (
     Key("isolate-breaker", "i", "isolate_breaker", "Isolate the breaker (refuse requests)", "outside the prompt"),
     Key("reset-breaker", "r", "reset_breaker", "Reset the breaker to CLOSED", "outside the prompt"),
     Key("toggle-chat", "m", "toggle_chat", "Chat template on/off (raw prompt)", "outside the prompt"),
-    Key("fewer-tokens", "left_square_bracket", "max_tokens(-1)", "Halve max new tokens", "outside the prompt", show=False),
-    Key("more-tokens", "right_square_bracket", "max_tokens(1)", "Double max new tokens", "outside the prompt", show=False),
+    Key(
+        "fewer-tokens",
+        "left_square_bracket",
+        "max_tokens(-1)",
+        "Halve max new tokens",
+        "outside the prompt",
+        show=False,
+    ),
+    Key(
+        "more-tokens",
+        "right_square_bracket",
+        "max_tokens(1)",
+        "Double max new tokens",
+        "outside the prompt",
+        show=False,
+    ),
     Key("cooler", "minus", "temperature(-0.1)", "Temperature −0.1", "outside the prompt", show=False),
     Key("warmer", "plus,equals_sign", "temperature(0.1)", "Temperature +0.1", "outside the prompt", show=False),
     Key("focus-prompt", "enter", "focus_prompt", "Back to the prompt", "outside the prompt", show=False),
@@ -50,7 +64,6 @@ OTHER_KEYS = (
 )
 
 
-
 def _actions(where: str) -> set[str]:
     return {key.action.split("(")[0] for key in APP_KEYS if key.where == where}
 
@@ -61,10 +74,25 @@ OUTSIDE_PROMPT_ACTIONS = frozenset(_actions("outside the prompt") - _actions("an
 
 def bindings() -> list[Binding]:
     # Short footer labels: the footer must fit 80 columns.
-    short = {"quit": "Quit", "stop": "Stop", "help": "Help", "toggle-burst": "Burst", "freeze": "Freeze",
-             "isolate-breaker": "Isolate", "reset-breaker": "Reset", "toggle-chat": "Chat/raw"}
+    short = {
+        "quit": "Quit",
+        "stop": "Stop",
+        "help": "Help",
+        "toggle-burst": "Burst",
+        "freeze": "Freeze",
+        "isolate-breaker": "Isolate",
+        "reset-breaker": "Reset",
+        "toggle-chat": "Chat/raw",
+    }
     return [
-        Binding(key.keys, key.action, short.get(key.id, key.description), show=key.show, priority=key.priority,
-                id=key.id, tooltip=key.description)
+        Binding(
+            key.keys,
+            key.action,
+            short.get(key.id, key.description),
+            show=key.show,
+            priority=key.priority,
+            id=key.id,
+            tooltip=key.description,
+        )
         for key in APP_KEYS
     ]

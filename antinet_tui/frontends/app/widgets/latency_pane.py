@@ -41,9 +41,6 @@ class LatencyPane(Pane):
             yield SeriesChart(threshold=self.slow_call_ms if name == "e2e_ms" else None, id=f"{name}-chart")
         yield Static(id="slow-calls")
 
-    def on_mount(self) -> None:
-        self.show(MetricsStore())
-
     def show(self, metrics: MetricsStore) -> None:
         for name, label, fmt in ROWS:
             quantiles = metrics.percentiles(name)
@@ -52,5 +49,7 @@ class LatencyPane(Pane):
             self.query_one(f"#{name}-chart", SeriesChart).set_values(metrics.series(name))
         e2e = metrics.series("e2e_ms")
         slow = sum(value > self.slow_call_ms for value in e2e)
-        self.set_line("#slow-calls", Text(f"slow > {self.slow_call_ms:g} ms: {slow} of {len(e2e)}", style="bold" if slow else ""))
+        self.set_line(
+            "#slow-calls", Text(f"slow > {self.slow_call_ms:g} ms: {slow} of {len(e2e)}", style="bold" if slow else "")
+        )
         self.border_title = f"Latency · {len(e2e)} finished" if e2e else "Latency"

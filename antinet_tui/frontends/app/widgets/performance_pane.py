@@ -57,5 +57,7 @@ def _settings_line(settings: dict) -> str:
     if "cores" in settings:
         usable = settings.get("usable_cores")
         known.append(f"cores {cores(settings['cores'])}" + (f" of {usable}" if usable else ""))
-    others = [f"{key} {value}" for key, value in settings.items() if key not in ("threads", "nice", "cores", "usable_cores")]
+    others = [
+        f"{key} {value}" for key, value in settings.items() if key not in ("threads", "nice", "cores", "usable_cores")
+    ]
     return " · ".join(known + others)

@@ -1,4 +1,5 @@
-"""A one-line bar chart of a series, newest value at the right, one value per column.
+"""A one-line bar chart of a series, newest value at the right; up to three columns a
+value while the series is short, one a value once it fills the width.
 
 Unlike Textual's Sparkline (which stretches min..max over the height and buckets the data)
 bars start at zero, so a 5 % wobble looks like a 5 % wobble. With a threshold the chart's
@@ -14,6 +15,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 BARS = "▁▂▃▄▅▆▇█"
+MAX_BAR_WIDTH = 3
 
 
 class SeriesChart(Widget):
@@ -53,12 +55,13 @@ class SeriesChart(Widget):
         shown = self._values[-width:] if width else ()
         if not shown:
             return Text("·" * width, style=self.get_component_rich_style("series-chart--bar"))
+        bar_width = max(1, min(MAX_BAR_WIDTH, width // len(shown)))
         ceiling = self.ceiling or max(max(shown), self.threshold or 0.0) or 1.0
         bar_style = self.get_component_rich_style("series-chart--bar")
         over_style = self.get_component_rich_style("series-chart--over")
-        text = Text(" " * (width - len(shown)))
+        text = Text(" " * (width - len(shown) * bar_width))
         for value in shown:
             level = min(len(BARS) - 1, int(max(value, 0.0) / ceiling * (len(BARS) - 1) + 0.5))
             over = self.threshold is not None and value > self.threshold
-            text.append(BARS[level], over_style if over else bar_style)
+            text.append(BARS[level] * bar_width, over_style if over else bar_style)
         return text
