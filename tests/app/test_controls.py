@@ -281,3 +281,14 @@ async def test_theme_from_settings_and_unknown_theme_warns(make_app):
         await wait_until(
             pilot, lambda: any("unknown theme 'no-such-theme'" in n for n in notifications(app)), "warning"
         )
+
+
+async def test_no_color_turns_colour_off_and_states_still_read_in_words(make_app, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "● CLOSED")
+        assert app.no_color
+        await leave_prompt(pilot)
+        await pilot.press("i")
+        await wait_for_text(pilot, "⊘ ISOLATED")

@@ -184,7 +184,8 @@ class DashboardApp(App[int]):
     def _drain_tick(self) -> None:
         """Draw buffered tokens, then come back after the pacer's interval."""
         streaming = self._drain()
-        self.set_timer(self.pacer.next_interval(streaming), self._drain_tick)
+        if self.is_running:
+            self.set_timer(self.pacer.next_interval(streaming), self._drain_tick)
 
     def _drain(self) -> bool:
         """Apply buffered events; True when there were tokens among them."""
@@ -286,8 +287,10 @@ class DashboardApp(App[int]):
     def _poll_breaker(self) -> None:
         """Only OPEN changes with time (its countdown, and the lazy move to HALF-OPEN);
         every other change arrives as an event."""
-        pane = self.dashboard.query_one(BreakerPane)
-        if self.is_running and pane.snapshot is not None and pane.snapshot.state is BreakerState.OPEN:
+        if not self.is_running:
+            return
+        snapshot = self.dashboard.query_one(BreakerPane).snapshot
+        if snapshot is not None and snapshot.state is BreakerState.OPEN:
             self._show_breaker()
 
     def _show_breaker(self) -> None:
