@@ -444,7 +444,7 @@ class DashboardApp(App[int]):
             await self.dashboard.query_one(Conversation).clear()
 
     def action_export_session(self) -> None:
-        self._export(list(self.records.values()))
+        self._export([replace(record) for record in self.records.values()])  # copies: answers may still grow
 
     @work(thread=True, group="export", exit_on_error=False)
     def _export(self, records: list[RequestRecord]) -> None:
