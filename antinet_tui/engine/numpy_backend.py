@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -81,7 +82,7 @@ class NumpyBackend:
         self._cache_kv.reset()
         self._modes.apply(DEFAULT_CPU_MODE)
         self._info = ModelInfo(
-            name=meta["name"],
+            name=display_name(self.model_path),
             path=str(self.model_path),
             architecture=cfg.architecture,
             backend=self.name,
@@ -90,7 +91,8 @@ class NumpyBackend:
             quantization=meta["quantization"],
             weights_bytes=int(sum(a.nbytes for a in weights.values())),
             load_seconds=time.perf_counter() - started,
-            details={"from_cache": cached is not None, "sha256": digest, **cfg.to_dict()},
+            details={"from_cache": cached is not None, "sha256": digest, "general_name": meta["name"],
+                     **cfg.to_dict()},
         )
         progress(1.0, "ready")
         return self._info
@@ -188,6 +190,13 @@ def _validate(request: GenerationRequest, prompt_tokens: int, n_ctx: int) -> Non
         raise InvalidRequest(f"max_new_tokens {request.max_new_tokens} is beyond the context of {n_ctx} tokens")
     if prompt_tokens > n_ctx:
         raise InvalidRequest(f"the prompt is {prompt_tokens} tokens; the context holds {n_ctx}")
+
+
+def display_name(path: Path) -> str:
+    """The name operators know a model by: its file name without the quant suffix
+    ("SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct"). The file's own
+    general.name is often a training-run label ("Smollm2 135M 8k Lc100K Mix1 Ep2")."""
+    return re.sub(r"[.-](?:[qf]\d+\w*|bf16|iq\d\w*)$", "", path.stem, flags=re.IGNORECASE) or path.stem
 
 
 def _token_text(vocab: VocabSpec, token_id: int | None) -> str:

@@ -7,12 +7,13 @@ shared 2-core machine a neighbour's build halves a benchmark without anyone noti
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
+
+from antinet_tui.platform.system_stats import cpu_freq, load_average, temperatures
 
 BUSY_NEIGHBOUR_SHARE = 0.10  # other processes using >10 % of all cores: warn
 
@@ -33,32 +34,21 @@ class Snapshot:
 
 
 def snapshot() -> Snapshot:
-    freq = psutil.cpu_freq()
+    freq = cpu_freq()
+    load = load_average()
     times = psutil.cpu_times()
     busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
     own = psutil.Process().cpu_times()
     return Snapshot(
         wall=time.time(),
-        cpu_mhz=round(freq.current, 1) if freq else None,
-        cpu_max_mhz=round(freq.max, 1) if freq and freq.max else None,
-        load_average=tuple(round(x, 2) for x in os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        temperatures_c=temperatures(),
+        cpu_mhz=round(freq[0], 1) if freq else None,
+        cpu_max_mhz=round(freq[1], 1) if freq and freq[1] else None,
+        load_average=tuple(round(x, 2) for x in load) if load else None,
+        temperatures_c=dict(temperatures() or ()),
         _busy_s=busy,
         _own_s=own.user + own.system + own.children_user + own.children_system,
         _t=time.monotonic(),
     )
-
-
-def temperatures() -> dict[str, float]:
-    """The hottest reading per sensor group, where the OS exposes any."""
-    read = getattr(psutil, "sensors_temperatures", None)
-    if read is None:
-        return {}
-    try:
-        groups = read() or {}
-    except (OSError, RuntimeError):
-        return {}
-    return {name: max(e.current for e in entries) for name, entries in groups.items() if entries}
 
 
 def others_share(before: Snapshot, after: Snapshot) -> float:

@@ -8,7 +8,7 @@ import threading
 
 from fakes import FakeBackend
 
-from antinet_tui.frontends.app.system_stats import SystemSample
+from antinet_tui.platform.system_stats import SystemSample
 from antinet_tui.runtime.metrics import MetricsStore, RequestMetrics
 
 

@@ -38,7 +38,7 @@ from antinet_tui.frontends.app.pacing import DrainPacer
 from antinet_tui.frontends.app.screens.dashboard import DashboardScreen
 from antinet_tui.frontends.app.screens.help import HelpScreen
 from antinet_tui.frontends.app.session import RequestRecord, default_export_dir, export_session
-from antinet_tui.frontends.app.system_stats import SystemSample, SystemSampler
+from antinet_tui.platform.system_stats import SystemSample, SystemSampler
 from antinet_tui.frontends.app.widgets.breaker_pane import LABELS, BreakerPane
 from antinet_tui.frontends.app.widgets.conversation import Conversation
 from antinet_tui.frontends.app.widgets.exchange import Exchange

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.widgets import Static
 
 from antinet_tui.frontends.app.formatting import NOT_AVAILABLE, size
-from antinet_tui.frontends.app.system_stats import SystemSample
+from antinet_tui.platform.system_stats import SystemSample
 from antinet_tui.frontends.app.widgets.pane import Pane
 from antinet_tui.frontends.app.widgets.series_chart import SeriesChart
 

@@ -1,4 +1,4 @@
-"""One psutil sample of the machine and this process, taken off the UI thread.
+"""One psutil sample of the machine and this process (the dashboard samples it off the UI thread).
 
 Every field the OS may not expose (frequency, load average, temperatures, battery) is
 None when absent, so the pane can say "n/a" instead of guessing.
@@ -46,7 +46,7 @@ class SystemSampler:
         with self._process.oneshot():
             rss = self._process.memory_info().rss
             threads = self._process.num_threads()
-        freq = _cpu_freq()
+        freq = cpu_freq()
         return SystemSample(
             per_core_percent=per_core,
             cpu_percent=sum(per_core) / len(per_core) if per_core else 0.0,
@@ -56,13 +56,13 @@ class SystemSampler:
             memory_total=memory.total,
             process_rss=rss,
             process_threads=threads,
-            load_average=_load_average(),
-            temperatures_c=_temperatures(),
-            battery=_battery(),
+            load_average=load_average(),
+            temperatures_c=temperatures(),
+            battery=battery_status(),
         )
 
 
-def _cpu_freq() -> tuple[float, float | None] | None:
+def cpu_freq() -> tuple[float, float | None] | None:
     try:
         freq = psutil.cpu_freq()
     except (AttributeError, NotImplementedError, OSError):
@@ -72,14 +72,14 @@ def _cpu_freq() -> tuple[float, float | None] | None:
     return freq.current, freq.max or None
 
 
-def _load_average() -> tuple[float, float, float] | None:
+def load_average() -> tuple[float, float, float] | None:
     try:
         return psutil.getloadavg()
     except (AttributeError, OSError):
         return None
 
 
-def _temperatures() -> tuple[tuple[str, float], ...] | None:
+def temperatures() -> tuple[tuple[str, float], ...] | None:
     read = getattr(psutil, "sensors_temperatures", None)  # absent on macOS and Windows
     if read is None:
         return None
@@ -93,7 +93,7 @@ def _temperatures() -> tuple[tuple[str, float], ...] | None:
     return hottest or None
 
 
-def _battery() -> Battery | None:
+def battery_status() -> Battery | None:
     read = getattr(psutil, "sensors_battery", None)
     if read is None:
         return None
