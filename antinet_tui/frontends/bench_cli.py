@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +82,6 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
         return _fail(str(exc), Exit.USAGE)
     except EngineError as exc:
         return _fail(str(exc), _setup_exit(exc))
-    stop = threading.Event()
     try:
         try:
             loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty())
@@ -94,15 +92,11 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
                           _longest_prompt(service, plan))
         except PlanError as exc:
             return _fail(str(exc), Exit.USAGE)
-        experiment = Experiment(service, plan, on_run=_progress)
-        try:
-            report = experiment.run(stop)
-        except KeyboardInterrupt:  # runs already finished are kept by the experiment
-            stop.set()
-            return _fail("interrupted", Exit.INTERRUPTED)
+        try:  # Ctrl-C cancels the run in flight; the runs that finished are reported
+            report = Experiment(service, plan, on_run=_progress).run()
         except ExperimentError as exc:
             return _fail(str(exc), Exit.FAILED)
-        service.log_record({"kind": "experiment", **report_to_json(report)})
+        service.log_record({"kind": "experiment", **report.to_record()})
     finally:
         service.shutdown()
     text = render(report, args.format)
@@ -113,6 +107,8 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
         sys.stdout.write(text)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if report.interrupted:
+        return _fail(report.stopped, Exit.INTERRUPTED)
     if report.stopped:
         return _fail(report.stopped, Exit.REJECTED if "breaker" in report.stopped else Exit.FAILED)
     return int(Exit.OK)
@@ -149,7 +145,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def render(report, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(report_to_json(report), ensure_ascii=False, allow_nan=False, indent=2) + "\n"
+        return json.dumps(report.to_record(), ensure_ascii=False, allow_nan=False, indent=2) + "\n"
     if fmt == "csv":
         return render_csv(report)
     return render_markdown(report)
@@ -174,28 +170,6 @@ def render_csv(report) -> str:
             "e2e_ms": m.e2e_ms, "queue_wait_ms": m.queue_wait_ms, "prompt_tokens": m.prompt_tokens,
             "generated_tokens": m.generated_tokens, "stop_reason": m.stop_reason})
     return out.getvalue()
-
-
-def report_to_json(report) -> dict[str, Any]:
-    from antinet_tui.runtime.events import jsonable
-
-    cells = []
-    for tokens in report.plan.token_counts:
-        for mode in report.plan.modes:
-            cell = report.cell(mode, tokens)
-            if cell is not None:
-                cells.append({"mode": mode, "tokens": tokens, **{k: jsonable(v) for k, v in cell.items()}})
-    return jsonable({
-        "plan": report.plan, "backend": report.backend, "model": report.model,
-        "conditions": report.conditions, "warnings": report.warnings, "stopped": report.stopped,
-        "cells": cells,
-        "comparisons": [{"tokens": c.token_count, "mode_a": c.mode_a, "mode_b": c.mode_b,
-                         "e2e_speedup": c.e2e_speedup, "decode_ratio": c.decode_ratio,
-                         "verdict": c.verdict, "decode_verdict": c.decode_verdict}
-                        for c in report.comparisons()],
-        "tiers": report.tiers(),
-        "runs": [r.to_record() for r in report.results],
-    })
 
 
 def _spread(s, digits: int) -> str:

@@ -19,9 +19,10 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest, ModeReadback
 from antinet_tui.platform import conditions
-from antinet_tui.runtime.events import Finished, ModeChanged
+from antinet_tui.runtime.events import Cancelled, Finished, ModeChanged
 from antinet_tui.runtime.metrics import RequestMetrics
 from antinet_tui.runtime.stats import RatioEstimate, Spread, paired_ratio, verdict
 
@@ -135,6 +136,10 @@ class ExperimentReport:
     backend: str = ""
     model: str = ""
     stopped: str | None = None  # why the experiment ended early, if it did
+    interrupted: bool = False  # ended early because the operator asked
+
+    def stop_by_operator(self, done: int, total: int) -> None:
+        self.stopped, self.interrupted = f"stopped by the operator after {done} of {total} runs", True
 
     @property
     def measured(self) -> list[RunResult]:
@@ -184,6 +189,28 @@ class ExperimentReport:
                              "under_slow_call": median < slow_ms, "slow_call_ms": slow_ms})
         return rows
 
+    def to_record(self) -> dict[str, Any]:
+        """Everything, JSON-safe: plan, conditions, cells, comparisons, tiers, every run."""
+        from antinet_tui.runtime.events import jsonable
+
+        cells = []
+        for tokens in self.plan.token_counts:
+            for mode in self.plan.modes:
+                cell = self.cell(mode, tokens)
+                if cell is not None:
+                    cells.append({"mode": mode, "tokens": tokens, **cell})
+        return jsonable({
+            "plan": self.plan, "backend": self.backend, "model": self.model,
+            "conditions": self.conditions, "warnings": self.warnings, "stopped": self.stopped,
+            "cells": cells,
+            "comparisons": [{"tokens": c.token_count, "mode_a": c.mode_a, "mode_b": c.mode_b,
+                             "e2e_speedup": c.e2e_speedup, "decode_ratio": c.decode_ratio,
+                             "verdict": c.verdict, "decode_verdict": c.decode_verdict}
+                            for c in self.comparisons()],
+            "tiers": self.tiers(),
+            "runs": [r.to_record() for r in self.results],
+        })
+
     def _pairs(self, a: str, b: str, tokens: int) -> list[tuple[RequestMetrics, RequestMetrics]]:
         by_pair: dict[int, dict[str, RequestMetrics]] = {}
         for r in self.measured:
@@ -208,9 +235,15 @@ class Experiment:
         self.plan = plan
         self.on_run = on_run
         self.mode_timeout_s = mode_timeout_s
+        self._stop = threading.Event()
 
-    def run(self, stop: threading.Event | None = None) -> ExperimentReport:
-        stop = stop or threading.Event()
+    def abort(self) -> None:
+        """Stop now (from any thread): the run in flight is cancelled; finished runs are kept."""
+        self._stop.set()
+        self.service.cancel()
+
+    def run(self) -> ExperimentReport:
+        stop = self._stop
         service = self.service
         info = service.model_info
         report = ExperimentReport(self.plan, backend=info.backend if info else "", model=info.path if info else "")
@@ -220,13 +253,16 @@ class Experiment:
         try:
             for done, scheduled in enumerate(runs, start=1):
                 if stop.is_set():
-                    report.stopped = f"stopped by the operator after {done - 1} of {len(runs)} runs"
+                    report.stop_by_operator(done - 1, len(runs))
                     break
                 readback = self._apply_mode(scheduled.mode)
                 request = GenerationRequest(self.plan.prompts[scheduled.prompt_index],
                                             max_new_tokens=scheduled.token_count, temperature=0.0,
                                             ignore_eos=True)
                 outcome = service.generate_sync(request)
+                if isinstance(outcome, Cancelled) or stop.is_set():  # abort(), or Ctrl-C in generate_sync
+                    report.stop_by_operator(done - 1, len(runs))
+                    break
                 if not isinstance(outcome, Finished):
                     why = getattr(outcome, "reason", None) or getattr(outcome, "error", None) or "cancelled"
                     report.stopped = f"run {done} of {len(runs)} ({scheduled.mode}, {scheduled.token_count} tokens) " \
@@ -238,10 +274,14 @@ class Experiment:
                     self.on_run(result, done, len(runs))
         finally:
             if initial_mode is not None and initial_mode != (service.current_mode and service.current_mode.requested):
-                self._apply_mode(initial_mode)  # leave the engine as the operator had it
+                try:  # leave the engine as the operator had it
+                    self._apply_mode(initial_mode)
+                except (EngineError, ExperimentError) as exc:
+                    report.warnings.append(f"could not restore mode {initial_mode!r}: {exc}")
             record, warnings = conditions.describe(before, conditions.snapshot())
             record["slow_call_ms"] = service.breaker.config.slow_call_ms
-            report.conditions, report.warnings = record, warnings
+            report.conditions = record
+            report.warnings += warnings
         return report
 
     def _apply_mode(self, mode: str) -> ModeReadback:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -86,12 +87,24 @@ def test_comparison_and_tiers_from_a_fake_whose_burst_is_twice_as_fast():
     assert tiers["burst"]["median_e2e_ms"] < tiers["default"]["median_e2e_ms"]
 
 
-def test_stop_keeps_what_finished(service):
-    stop = threading.Event()
+def test_abort_keeps_what_finished(service):
     plan = ExperimentPlan(modes=("burst", "default"), token_counts=(2,), runs=5, warmup=0)
-    report = Experiment(service, plan, on_run=lambda r, done, total: stop.set() if done == 3 else None).run(stop)
-    assert len(report.results) == 3
+    experiment = Experiment(service, plan, on_run=lambda r, done, total: experiment.abort() if done == 3 else None)
+    report = experiment.run()
+    assert len(report.results) == 3 and report.interrupted
     assert report.stopped == "stopped by the operator after 3 of 10 runs"
+
+
+def test_abort_mid_run_cancels_the_run_in_flight():
+    with EngineService(FakeBackend(token_delay_s=0.05), session_log=None) as service:
+        assert service.wait_ready(5)
+        plan = ExperimentPlan(modes=("burst", "default"), token_counts=(200,), runs=2, warmup=0)
+        experiment = Experiment(service, plan)
+        threading.Timer(0.3, experiment.abort).start()  # during the first 200-token run (~5 s)
+        started = time.monotonic()
+        report = experiment.run()
+        assert time.monotonic() - started < 3
+        assert report.results == [] and report.stopped == "stopped by the operator after 0 of 4 runs"
 
 
 def test_a_breaker_that_opens_stops_the_experiment_with_its_reason(service):

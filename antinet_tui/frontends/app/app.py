@@ -36,6 +36,7 @@ from antinet_tui.frontends.app.bridge import EngineBridge, EventsReady
 from antinet_tui.frontends.app.commands import DEFAULT_SOURCES, CommandSource
 from antinet_tui.frontends.app.pacing import DrainPacer
 from antinet_tui.frontends.app.screens.dashboard import DashboardScreen
+from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
 from antinet_tui.frontends.app.screens.help import HelpScreen
 from antinet_tui.frontends.app.session import RequestRecord, default_export_dir, export_session
 from antinet_tui.platform.system_stats import SystemSample, SystemSampler
@@ -109,6 +110,7 @@ class DashboardApp(App[int]):
         self.frozen = False
         self.requested_mode: str | None = settings.mode
         self.mode_note: str | None = None
+        self.experiment_running = False  # its runs switch modes by the dozen: no toast for each
         self._unsubscribe = None
         self._quitting = threading.Event()  # stops the sampler thread
         self.dashboard: DashboardScreen  # the main screen, kept: events update it under help or the palette
@@ -271,7 +273,8 @@ class DashboardApp(App[int]):
             self.mode_note = None
             readback = event.readback
             detail = f"effective {readback.effective}" if readback else ""
-            self.notify(detail, title=f"Mode {event.requested}")
+            if not self.experiment_running:
+                self.notify(detail, title=f"Mode {event.requested}")
         self._show_mode()
 
     # -- drawing --------------------------------------------------------------------------
@@ -384,6 +387,10 @@ class DashboardApp(App[int]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.key_display, self.service.metrics.window))
+
+    def action_experiment(self) -> None:
+        if not isinstance(self.screen, ExperimentScreen):
+            self.push_screen(ExperimentScreen())
 
     def action_toggle_burst(self) -> None:
         capabilities = self.service.capabilities

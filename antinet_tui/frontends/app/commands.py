@@ -72,4 +72,14 @@ def generation_commands(app: DashboardApp) -> Iterable[SystemCommand]:
     yield SystemCommand("Chat template: off (raw)", "Send prompts as typed", partial(app.set_generation, chat=False))
 
 
-DEFAULT_SOURCES: tuple[CommandSource, ...] = (mode_commands, breaker_commands, generation_commands, session_commands)
+def experiment_commands(app: DashboardApp) -> Iterable[SystemCommand]:
+    yield SystemCommand(
+        "Run experiment…",
+        "Compare performance modes fairly: interleaved pairs, forced token counts, 95 % intervals",
+        app.action_experiment,
+    )
+
+
+DEFAULT_SOURCES: tuple[CommandSource, ...] = (
+    mode_commands, experiment_commands, breaker_commands, generation_commands, session_commands,
+)

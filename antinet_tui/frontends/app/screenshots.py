@@ -5,7 +5,8 @@
 The app runs headless at 120x40 on the installed SmolLM2 through the same EngineService
 as `antinet-tui`, at temperature 0. It answers the France prompt (idle.svg), captures a
 longer answer while it streams (mid-answer.svg), sends long answers until the breaker
-opens (breaker-open.svg) and opens help (help.svg). The session uses a 1500 ms slow-call
+opens (breaker-open.svg), opens help (help.svg), then resets the breaker and runs a
+small burst-vs-default experiment (experiment.svg). The session uses a 1500 ms slow-call
 threshold instead of 3000 ms so real calls trip the breaker in seconds; the screen says
 so ("slow > 1500 ms").
 """
@@ -19,9 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from antinet_tui.config import Settings
 from antinet_tui.frontends.app.app import DashboardApp
+from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
 from antinet_tui.frontends.app.screens.help import HelpScreen
 from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
 from antinet_tui.frontends.wiring import build_service
@@ -104,6 +107,19 @@ async def capture(directory: Path) -> None:
             await _until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
             await pilot.pause(0.3)
             _save(app, directory, "help")
+
+            await pilot.press("escape")
+            app.action_reset_breaker()
+            app.action_experiment()
+            await _until(pilot, lambda: isinstance(app.screen, ExperimentScreen) and app.screen.query("#warmup"),
+                         "the experiment screen")
+            experiment = app.screen
+            for field, value in (("#tokens", "8,16"), ("#runs", "3"), ("#warmup", "1")):
+                experiment.query_one(field, Input).value = value
+            await pilot.click("#start")
+            await _until(pilot, lambda: experiment.report is not None, "the experiment")
+            await pilot.pause(0.3)
+            _save(app, directory, "experiment")
     finally:
         service.shutdown()
 

@@ -1,0 +1,211 @@
+"""The Experiment screen: `antinet-tui bench` inside the dashboard.
+
+The same code as the CLI (runtime/experiment.py: interleaved pairs, forced token counts,
+bootstrap ratios) runs in a thread worker; every finished run arrives as a message, the
+table fills in live, Esc aborts (the runs that finished are kept and summarised), and
+the result goes to the session log and can be exported as Markdown and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Static
+
+from antinet_tui.engine.errors import EngineError
+from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.frontends.bench_cli import parse_token_counts, render_markdown, write_atomically
+from antinet_tui.runtime.experiment import (
+    DEFAULT_PROMPTS,
+    Experiment,
+    ExperimentError,
+    ExperimentPlan,
+    ExperimentReport,
+    PlanError,
+    RunResult,
+)
+
+COLUMNS = ("mode", "tokens", "runs", "TTFT ms", "decode tok/s", "prefill tok/s", "end-to-end ms")
+
+
+class ExperimentScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "stop_or_close", "Stop / close", id="experiment-stop"),
+        Binding("ctrl+s", "export", "Export", id="experiment-export"),  # ctrl+e is the Inputs' end-of-line
+    ]
+
+    class RunDone(Message):
+        def __init__(self, result: RunResult, done: int, total: int) -> None:
+            super().__init__()
+            self.result, self.done, self.total = result, done, total
+
+    class Ended(Message):
+        def __init__(self, report: ExperimentReport | None, error: str | None = None) -> None:
+            super().__init__()
+            self.report, self.error = report, error
+
+    def __init__(self, modes: str = "burst,default", tokens: str = "16,64", runs: int = 5, warmup: int = 1):
+        super().__init__(id="experiment")
+        self._defaults = (modes, tokens, str(runs), str(warmup))
+        self.experiment: Experiment | None = None
+        self.plan: ExperimentPlan | None = None
+        self.results: list[RunResult] = []
+        self.report: ExperimentReport | None = None
+
+    def compose(self) -> ComposeResult:
+        modes, tokens, runs, warmup = self._defaults
+        with Vertical(id="experiment-body") as body:
+            body.border_title = "Experiment · compare performance modes"
+            with Horizontal(id="experiment-form"):
+                yield Label("modes")
+                yield Input(modes, id="modes")
+                yield Label("tokens")
+                yield Input(tokens, id="tokens")
+                yield Label("runs")
+                yield Input(runs, id="runs", type="integer")
+                yield Label("warm-up")
+                yield Input(warmup, id="warmup", type="integer")
+                yield Button("Start", id="start", variant="primary")
+            yield Static("Interleaved pairs on fixed prompts, greedy, forced token counts; "
+                         "Enter or Start runs, Esc stops (finished runs are kept).", id="experiment-status")
+            yield ProgressBar(id="experiment-progress", show_eta=False)
+            table = DataTable(id="experiment-table", zebra_stripes=True, cursor_type="none")
+            table.add_columns(*COLUMNS)
+            yield table
+            yield Static("", id="experiment-verdict")
+        yield Footer()
+
+    # -- starting ---------------------------------------------------------------------
+
+    @on(Button.Pressed, "#start")
+    @on(Input.Submitted)
+    def start(self) -> None:
+        if self.experiment is not None:
+            self.notify("an experiment is already running", severity="warning")
+            return
+        service = self.app.service
+        if service.model_info is None or service.capabilities is None:
+            self.notify("the model is still loading; start the experiment when it is ready", severity="warning")
+            return
+        if service.is_busy or service.queue_length:
+            self.notify("an answer is still running: wait for it (or stop it) so it cannot skew the runs",
+                        severity="warning")
+            return
+        try:
+            plan = ExperimentPlan(
+                modes=tuple(m.strip() for m in self.query_one("#modes", Input).value.split(",") if m.strip()),
+                token_counts=parse_token_counts(self.query_one("#tokens", Input).value),
+                runs=int(self.query_one("#runs", Input).value or 0),
+                warmup=int(self.query_one("#warmup", Input).value or 0),
+                prompts=DEFAULT_PROMPTS)
+            longest = max(service.count_prompt_tokens(GenerationRequest(p)) for p in plan.prompts)
+            plan.validate(service.capabilities.mode_names, service.model_info.context_length, longest)
+        except (PlanError, ValueError) as exc:
+            self.notify(str(exc), title="Cannot start the experiment", severity="error", timeout=10)
+            return
+        self.plan, self.results, self.report = plan, [], None
+        self.experiment = Experiment(service, plan, on_run=lambda r, d, t: self.post_message(self.RunDone(r, d, t)))
+        self.app.experiment_running = True
+        total = len(plan.modes) * len(plan.token_counts) * (plan.runs + plan.warmup)
+        self.query_one(ProgressBar).update(total=total, progress=0)
+        self.query_one("#experiment-verdict", Static).update("")
+        self._show_table()
+        self._status(f"running 0 of {total} runs …")
+        self.query_one("#start", Button).disabled = True
+        self._run(self.experiment)
+
+    @work(thread=True, group="experiment", exit_on_error=False)
+    def _run(self, experiment: Experiment) -> None:
+        try:
+            report = experiment.run()
+        except (ExperimentError, EngineError) as exc:  # e.g. the engine shut down under it
+            self.post_message(self.Ended(None, str(exc)))
+        else:
+            self.post_message(self.Ended(report))
+
+    # -- progress ---------------------------------------------------------------------
+
+    def on_experiment_screen_run_done(self, message: RunDone) -> None:
+        self.results.append(message.result)
+        run, m = message.result.run, message.result.metrics
+        label = "warm-up" if run.warmup else f"pair {run.pair + 1}"
+        self.query_one(ProgressBar).update(progress=message.done)
+        self._status(f"{message.done} of {message.total} runs · last: {run.mode}, {run.token_count} tokens, "
+                     f"{label}, end-to-end {m.e2e_ms:.0f} ms")
+        self._show_table()
+
+    def on_experiment_screen_ended(self, message: Ended) -> None:
+        self.experiment = None
+        self.app.experiment_running = False
+        self.query_one("#start", Button).disabled = False
+        if message.error:
+            self.notify(message.error, title="The experiment failed", severity="error", timeout=10)
+            self._status(f"failed: {message.error}")
+            return
+        report = self.report = message.report
+        self.results = list(report.results)
+        self._show_table()
+        self.app.service.log_record({"kind": "experiment", **report.to_record()})
+        lines = [f"{c.token_count} tokens: {c.verdict}" for c in report.comparisons()]
+        tiers = report.tiers()
+        if tiers:
+            target = tiers[0]["target_ms"]
+            under = [f"{t['mode']} {t['tokens']}" for t in tiers if t["under_target"]]
+            lines.append(f"median end-to-end under {target:.0f} ms: {', '.join(under) or 'none'}")
+        lines += [f"warning: {w}" for w in report.warnings]
+        self.query_one("#experiment-verdict", Static).update("\n".join(lines) or "no comparison (one mode)")
+        self._status(report.stopped or f"done: {len(report.results)} runs · written to the session log · "
+                                         "ctrl+s exports")
+
+    def _show_table(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        if self.plan is None:
+            return
+        partial = ExperimentReport(self.plan, results=self.results)
+        for tokens in self.plan.token_counts:
+            for mode in self.plan.modes:
+                cell = partial.cell(mode, tokens)
+                if cell is None:
+                    continue
+                med = lambda key, digits: f"{cell[key].median:.{digits}f}" if key in cell else "n/a"  # noqa: E731
+                table.add_row(mode, str(tokens), str(cell["e2e_ms"].n), med("ttft_ms", 0),
+                              med("decode_tok_s", 1), med("prefill_tok_s", 0), med("e2e_ms", 0))
+
+    def _status(self, text: str) -> None:
+        self.query_one("#experiment-status", Static).update(text)
+
+    # -- keys -------------------------------------------------------------------------
+
+    def action_stop_or_close(self) -> None:
+        if self.experiment is not None:
+            self._status("stopping: cancelling the run in flight …")
+            self.experiment.abort()
+        else:
+            self.dismiss()
+
+    def action_export(self) -> None:
+        if self.report is None:
+            self.notify("nothing to export yet: run an experiment first", severity="warning")
+            return
+        self._export(self.report)
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _export(self, report: ExperimentReport) -> None:
+        stem = self.app.export_dir / time.strftime("experiment-%Y%m%d-%H%M%S")
+        try:
+            write_atomically(stem.with_suffix(".md"), render_markdown(report))
+            write_atomically(stem.with_suffix(".json"),
+                             json.dumps(report.to_record(), ensure_ascii=False, allow_nan=False, indent=2) + "\n")
+        except OSError as exc:
+            self.app.call_from_thread(self.notify, f"{exc.strerror}: {exc.filename}",
+                                      title="Export failed", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"{stem}.md and .json", title="Experiment exported")

@@ -1,0 +1,73 @@
+"""The Experiment screen drives the same experiment code as `antinet-tui bench`."""
+
+from __future__ import annotations
+
+from app_helpers import notifications, screen_text, wait_for_text, wait_until
+from fakes import FakeBackend
+from textual.widgets import DataTable, Input
+
+from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
+from antinet_tui.runtime.session_log import read_session
+
+
+async def open_experiment(pilot, modes: str, tokens: str, runs: str, warmup: str = "0") -> ExperimentScreen:
+    app = pilot.app
+    await wait_until(pilot, lambda: app.service.state == "ready", "the model to load")
+    app.action_experiment()
+    await wait_until(pilot, lambda: isinstance(app.screen, ExperimentScreen) and app.screen.query("#warmup"),
+                     "the experiment screen")
+    screen = app.screen
+    for field, value in (("#modes", modes), ("#tokens", tokens), ("#runs", runs), ("#warmup", warmup)):
+        screen.query_one(field, Input).value = value
+    return screen
+
+
+async def test_experiment_fills_the_table_and_gives_a_verdict(make_app, tmp_path):
+    app = make_app(FakeBackend(token_delay_s=0.002), log=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_experiment(pilot, "burst,default", "4,8", "2")
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: screen.report is not None, "the experiment to end", timeout=30)
+        assert screen.query_one(DataTable).row_count == 4  # 2 modes x 2 token counts
+        text = screen_text(app)
+        assert "burst is" in text or "no difference detected" in text
+        assert "written to the session log" in text
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: list((tmp_path / "exports").glob("experiment-*.json")), "the export")
+        assert list((tmp_path / "exports").glob("experiment-*.md"))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is app.dashboard, "back to the dashboard")
+    records = [r for r in read_session(tmp_path / "session.jsonl") if r["kind"] == "experiment"]
+    assert len(records) == 1 and len(records[0]["runs"]) == 8
+    assert all(r["generated_tokens"] == r["token_count"] for r in records[0]["runs"])
+
+
+async def test_escape_aborts_and_keeps_the_finished_runs(make_app):
+    app = make_app(FakeBackend(token_delay_s=0.01))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_experiment(pilot, "burst,default", "2,400", "3")
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: len(screen.results) >= 6, "the short runs", timeout=30)
+        await pilot.press("escape")  # during the first 400-token run
+        await wait_until(pilot, lambda: screen.report is not None, "the abort", timeout=10)
+        assert screen.report.interrupted and len(screen.report.results) == 6
+        await wait_for_text(pilot, "stopped by the operator after 6 of 12 runs")
+        assert screen.query_one(DataTable).row_count == 2
+
+
+async def test_a_plan_that_cannot_run_is_explained(make_app):
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_experiment(pilot, "burst", "8", "2")
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: any("two modes" in n for n in notifications(app)), "the refusal")
+        assert screen.experiment is None and screen.report is None
+
+
+async def test_mode_changes_during_an_experiment_raise_no_toasts(make_app):
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_experiment(pilot, "burst,default", "2", "3")
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: screen.report is not None, "the experiment to end", timeout=30)
+        assert not [n for n in notifications(app) if n.startswith("Mode ")]
