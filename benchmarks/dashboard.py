@@ -14,6 +14,9 @@ keys    Key-to-screen latency while a long generation streams: the real app in t
         (120x40); one character typed into the prompt at a time with `tmux send-keys`,
         then `tmux capture-pane` polled until the prompt line shows it. Median/p95/max,
         and the same while idle as a baseline.
+        With --genie-fake: the same through the Genie backend's worker process over the
+        test suite's fake qai_appbuilder, whose Query holds the worker's GIL in busy
+        loops (3 s prefill, then 50 ms per token), as the real binding does.
 launch  Launch to first frame: `tmux new-session` running `antinet-tui` until the
         status line is on screen (includes the Python interpreter's start). Median of N.
 """
@@ -132,12 +135,12 @@ def bench_decode(runs: int) -> None:
 
 
 class Tmux:
-    def __init__(self, name: str, command: str, size: tuple[int, int] = (120, 40)):
+    def __init__(self, name: str, command: str, size: tuple[int, int] = (120, 40), env: dict | None = None):
         if shutil.which("tmux") is None:
             raise SystemExit("tmux is not installed")
         self.name = name
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
-        env = {**os.environ, "ANTINET_FORCE_TUI": "1"}
+        env = {**os.environ, "ANTINET_FORCE_TUI": "1", **(env or {})}
         subprocess.run(
             ["tmux", "new-session", "-d", "-s", name, "-x", str(size[0]), "-y", str(size[1]), command],
             check=True,
@@ -201,9 +204,23 @@ def _summary(name: str, values: list[float]) -> str:
     )
 
 
-def bench_keys(runs: int) -> None:
+def _genie_fake() -> tuple[str, dict]:
+    """CLI arguments and environment for the Genie backend over the fake binding."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests" / "genie"))
+    from genie_bundles import FAKE_BINDING, write_bundle
+
+    bundle = write_bundle(Path(tempfile.mkdtemp(prefix="antinet-fake-genie-")))
+    env = {"PYTHONPATH": str(FAKE_BINDING), "FAKE_GENIE_HOLD_GIL": "1", "FAKE_GENIE_PREFILL_S": "3",
+           "FAKE_GENIE_TOKEN_DELAY_S": "0.05", "FAKE_GENIE_REPLY_TOKENS": "400"}
+    return f"--backend genie --model {bundle} --max-new-tokens 400", env
+
+
+def bench_keys(runs: int, genie_fake: bool = False) -> None:
     count = max(40, runs * 20)
-    tmux = Tmux("antinet-bench-keys", f"{CLI} --no-log --temperature 0 --max-new-tokens 4096")
+    backend, env = _genie_fake() if genie_fake else ("--max-new-tokens 4096", {})
+    tmux = Tmux("antinet-bench-keys", f"{CLI} --no-log --temperature 0 {backend}", env=env)
     try:
         tmux.wait_for("ready")
         idle = _type_and_time(tmux, count // 2)
@@ -247,11 +264,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="?", default="all", choices=("decode", "keys", "launch", "all"))
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--genie-fake", action="store_true", help="keys: through the Genie worker over the fake binding")
     args = parser.parse_args()
     if args.which in ("decode", "all"):
         bench_decode(args.runs)
     if args.which in ("keys", "all"):
-        bench_keys(args.runs)
+        bench_keys(args.runs, args.genie_fake)
     if args.which in ("launch", "all"):
         bench_launch(args.runs)
 

@@ -62,7 +62,7 @@ def read_prompts(path: str) -> tuple[str, ...]:
 def cmd_bench(args: argparse.Namespace, settings) -> int:
     from antinet_tui.engine.errors import EngineError
     from antinet_tui.exit_codes import Exit
-    from antinet_tui.frontends.cli import _fail, _setup_exit, _start_and_wait_loaded
+    from antinet_tui.frontends.cli import _fail, exit_for, _start_and_wait_loaded
     from antinet_tui.runtime.experiment import DEFAULT_PROMPTS, Experiment, ExperimentError, ExperimentPlan, PlanError
 
     try:
@@ -81,7 +81,7 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
     except PlanError as exc:
         return _fail(str(exc), Exit.USAGE)
     except EngineError as exc:
-        return _fail(str(exc), _setup_exit(exc))
+        return _fail(str(exc), exit_for(exc))
     try:
         try:
             loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty())

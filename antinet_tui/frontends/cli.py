@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         service = build_service(settings)
     except EngineError as exc:
-        return _fail(str(exc), _setup_exit(exc))
+        return _fail(str(exc), exit_for(exc))
     stream = sys.stderr if args.json else sys.stdout
     show_stream = not args.json or sys.stderr.isatty()
 
@@ -207,7 +207,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         service.shutdown()
 
 
-def _setup_exit(exc: EngineError) -> Exit:
+def exit_for(exc: EngineError) -> Exit:
     """A mistyped mode or backend is a usage error; anything else is about the model."""
     from antinet_tui.engine.errors import UnknownBackend, UnknownMode
 
@@ -269,7 +269,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     try:
         service = build_service(settings)
     except EngineError as exc:
-        return _fail(str(exc), _setup_exit(exc))
+        return _fail(str(exc), exit_for(exc))
     try:
         loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty() and not args.json)
     except EngineError as exc:

@@ -17,6 +17,7 @@ the binding gives us, and what we make of it:
 from __future__ import annotations
 
 import multiprocessing
+from multiprocessing import resource_tracker
 import shutil
 import tempfile
 import threading
@@ -152,6 +153,10 @@ class GenieBackend:
     ):
         if mode is not None and mode not in PERF_PROFILES:
             raise UnknownMode(mode, tuple(PERF_PROFILES))
+        # spawn's resource tracker passes sys.stderr's descriptor to its process when it
+        # first starts. Under the dashboard Textual has replaced sys.stderr and starting
+        # it fails ("bad value(s) in fds_to_keep"), so start it now, before any UI runs.
+        resource_tracker.ensure_running()
         self.config_path = Path(config_path)
         self._mode = mode  # None: the bundle's perf_profile, untouched
         self._chat_template = chat_template

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 from antinet_tui.config import APP_NAME, Settings
-from antinet_tui.engine.errors import EngineError, UnknownBackend, UnknownMode
+from antinet_tui.engine.errors import EngineError
 from antinet_tui.frontends.app.app import SHUTDOWN_TIMEOUT_S, DashboardApp
-from antinet_tui.frontends.cli import Exit
+from antinet_tui.frontends.cli import exit_for
 from antinet_tui.frontends.wiring import build_service
 
 
@@ -20,7 +20,7 @@ def run_dashboard(settings: Settings) -> int:
         service = build_service(settings)
     except EngineError as exc:
         print(f"{APP_NAME}: error: {exc}", file=sys.stderr)
-        return int(Exit.USAGE if isinstance(exc, (UnknownMode, UnknownBackend)) else Exit.MODEL)
+        return int(exit_for(exc))
     app = DashboardApp(service, settings)
     try:
         app.run()
