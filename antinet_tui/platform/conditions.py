@@ -37,7 +37,8 @@ def snapshot() -> Snapshot:
     freq = cpu_freq()
     load = load_average()
     times = psutil.cpu_times()
-    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    # work done by processes; not idle/iowait, and not guest (Linux counts it in user too)
+    busy = sum(getattr(times, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
     own = psutil.Process().cpu_times()
     return Snapshot(
         wall=time.time(),
