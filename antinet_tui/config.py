@@ -55,6 +55,13 @@ def config_path() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
 
 
+def export_dir() -> Path:
+    """Where the dashboard writes session and experiment exports."""
+    import platformdirs
+
+    return platformdirs.user_state_path(APP_NAME) / "exports"
+
+
 def _coerce(name: str, kind: type, value: Any, where: str) -> Any:
     """Convert a file/env value to the field's type, or say precisely what is wrong."""
     try:
@@ -114,4 +121,23 @@ def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     for name, value in (cli or {}).items():
         if name in types and value is not None:
             values[name] = value
-    return replace(Settings(), **values)
+    settings = replace(Settings(), **values)
+    _check_ranges(settings)
+    return settings
+
+
+# (setting, smallest allowed value, inclusive?) for the numbers that have a floor
+_RANGES = (("queue_size", 1, True), ("max_new_tokens", 1, True), ("ctx", 1, True), ("top_k", 0, True),
+           ("temperature", 0, True), ("slow_call_ms", 0, False), ("breaker_window", 1, True),
+           ("breaker_min_calls", 1, True), ("breaker_wait_s", 0, True), ("breaker_probes", 1, True),
+           ("refresh_s", 0.1, True))
+
+
+def _check_ranges(settings: Settings) -> None:
+    for name, low, inclusive in _RANGES:
+        value = getattr(settings, name)
+        if value is not None and (value < low if inclusive else value <= low):
+            bound = f"at least {low}" if inclusive else f"more than {low}"
+            raise ConfigError(f"{name} must be {bound}, got {value}")
+    if not 0 < settings.top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {settings.top_p}")

@@ -34,19 +34,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from antinet_tui.runtime.metrics import percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(ROOT / ".venv" / "bin" / "antinet-tui")
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 DECODE_TOKENS = 128
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
 
 
 # -- decode: dashboard vs headless ---------------------------------------------------------
@@ -199,7 +192,7 @@ def _type_and_time(tmux: Tmux, count: int) -> list[float]:
 
 def _summary(name: str, values: list[float]) -> str:
     return (
-        f"{name}: median {statistics.median(values):.1f} ms, p95 {_percentile(values, 95):.1f} ms, "
+        f"{name}: median {statistics.median(values):.1f} ms, p95 {percentile(sorted(values), 95):.1f} ms, "
         f"max {max(values):.1f} ms (n={len(values)})"
     )
 

@@ -8,6 +8,12 @@ per launch; the prepared-weights cache is warm after the warm-up). Modes alterna
 run by run; the streaming read bandwidth with the mode's thread count is measured just
 before each run, and each run's share is its decode tok/s over that run's bound
 (bandwidth / bytes of fp32 weights). Medians over the runs; warm-up runs discarded.
+
+Then, in this process, the matmul floor: one decode step's matrix-vector products
+alone (every weight once, nothing else), timed with each thread count, both in the
+engine's layout (fused Q/K/V and gate/up, (in, out) matrices, down as (out, in)) and
+in a straightforward one (separate matrices as stored in the GGUF, `W @ x`). No numpy
+decoder can beat its floor; the gap between the two floors is what the layout buys.
 """
 
 from __future__ import annotations
@@ -68,6 +74,58 @@ def main() -> None:
               f"| {med(mode, 'bandwidth_gbs'):.1f} | {med(mode, 'bound_tok_s'):.1f} | {med(mode, 'share'):.0%} |")
     ratio = statistics.median(b["decode_tok_s"] / d["decode_tok_s"] for b, d in zip(rows["burst"], rows["default"]))
     print(f"\nburst / default decode tok/s, median of paired runs: {ratio:.2f}x")
+    print_matmul_floors()
+
+
+def print_matmul_floors(repeats: int = 15) -> None:
+    import time
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from antinet_tui.engine.discovery import resolve_model_path
+    from antinet_tui.engine.gguf_model import ModelConfig
+    from antinet_tui.engine.weight_cache import WeightCache, file_sha256
+
+    cached = WeightCache().load(file_sha256(resolve_model_path()))  # warm after the runs above
+    cfg, w = ModelConfig(**cached.meta["config"]), cached.weights
+    d, ffn, qd, kvd = cfg.d_model, cfg.ffn_dim, cfg.q_dim, cfg.kv_dim
+    x_d, x_ffn = np.ones(d, np.float32), np.ones(ffn, np.float32)
+    # (vector, matrix, vector-on-the-left?) as the engine's decode step multiplies them
+    ours, plain = [], []
+    for i in range(cfg.n_layers):
+        p = f"blk.{i}."
+        ours += [(x_d, w[p + "wqkv"], True), (x_d, w[p + "wo"], True), (x_d, w[p + "w_gate_up"], True),
+                 (x_ffn, w[p + "w_down_out_in"], False)]
+        wqkv, wgu = w[p + "wqkv"], w[p + "w_gate_up"]
+        for block in (wqkv[:, :qd], wqkv[:, qd:qd + kvd], wqkv[:, qd + kvd:], w[p + "wo"], wgu[:, :ffn], wgu[:, ffn:]):
+            plain.append((x_d, np.ascontiguousarray(block.T), False))  # GGUF's (out, in), W @ x
+        plain.append((x_ffn, w[p + "w_down_out_in"], False))
+    ours.append((x_d, w["lm_head"], True))
+    plain.append((x_d, np.ascontiguousarray(w["lm_head"].T), False))
+    nbytes = sum(m.nbytes for _, m, _ in ours)
+
+    def step(products) -> None:
+        for x, m, left in products:
+            _ = x @ m if left else m @ x
+
+    print("\n| threads | matmul floor, engine layout tok/s | straightforward layout tok/s "
+          "| read bandwidth GB/s | engine floor, share of bound |")
+    print("|---|---|---|---|---|")
+    for threads in sorted(set(THREADS.values()), reverse=True):
+        rates: dict[str, list[float]] = {"ours": [], "plain": []}
+        bandwidths, shares = [], []
+        for _ in range(repeats):  # bandwidth and both floors interleaved: drifts hit all alike
+            bandwidths.append(read_bandwidth_gbs(threads, size_mib=256, repeats=3))
+            with threadpool_limits(threads):
+                for name, products in (("ours", ours), ("plain", plain)):
+                    started = time.perf_counter()
+                    step(products)
+                    rates[name].append(1 / (time.perf_counter() - started))
+            shares.append(rates["ours"][-1] / (bandwidths[-1] * 1e9 / nbytes))
+        med = statistics.median
+        print(f"| {threads} | {med(rates['ours']):.1f} | {med(rates['plain']):.1f} | {med(bandwidths):.1f} "
+              f"| {med(shares):.0%} |")
 
 
 if __name__ == "__main__":

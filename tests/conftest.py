@@ -9,8 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny_models.py, tests/fakes.py
 
-from antinet_tui.engine.discovery import packaged_model  # noqa: E402
 from tiny_models import write_tiny_model  # noqa: E402
+
+from antinet_tui.engine.discovery import packaged_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

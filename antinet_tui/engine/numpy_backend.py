@@ -12,15 +12,30 @@ from pathlib import Path
 import numpy as np
 
 from antinet_tui.engine.cpu_modes import DEFAULT_CPU_MODE, CpuModeController
-from antinet_tui.engine.errors import EngineError, InvalidRequest
-from antinet_tui.engine.gguf_model import (GGUFFile, ModelConfig, check_gguf_file, prepare_weights,
-                                           quantization_summary, read_config)
+from antinet_tui.engine.errors import EngineError
+from antinet_tui.engine.gguf_model import (
+    GGUFFile,
+    ModelConfig,
+    check_gguf_file,
+    prepare_weights,
+    quantization_summary,
+    read_config,
+)
 from antinet_tui.engine.memory import pack
-from antinet_tui.engine.protocol import (Capabilities, GenerationRequest, GenerationResult, ModelInfo,
-                                         ModeReadback, OnProgress, OnToken, StopReason)
+from antinet_tui.engine.protocol import (
+    Capabilities,
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    ModeReadback,
+    OnProgress,
+    OnToken,
+    StopReason,
+)
 from antinet_tui.engine.sampling import Sampler
 from antinet_tui.engine.tokenizer import ChatTemplate, StreamDecoder, Tokenizer, VocabSpec
 from antinet_tui.engine.transformer import PREFILL_CHUNK, Transformer
+from antinet_tui.engine.validation import validate_request
 from antinet_tui.engine.weight_cache import WeightCache, file_sha256
 
 
@@ -130,11 +145,11 @@ class NumpyBackend:
         if model is None:
             raise EngineError("the model is not loaded")
         ids = self.prompt_ids(request)
-        _validate(request, len(ids), model.n_ctx)
+        validate_request(request, model.n_ctx, len(ids))
         seed = request.seed if request.seed is not None else secrets.randbits(63)
         sample = Sampler(request.temperature, request.top_k, request.top_p, seed)
 
-        def result(stop: StopReason, out: list[int], times: list[int], text: str, prefill_done: int):
+        def result(stop: StopReason, out: list[int], times: list[int], text: str, prefill_done: int | None):
             return GenerationResult(text=text, token_ids=out, prompt_tokens=len(ids), stop_reason=stop,
                                     started_ns=started, prefill_done_ns=prefill_done,
                                     token_times_ns=times, backend_profile={"seed": seed})
@@ -142,7 +157,7 @@ class NumpyBackend:
         cache.reset()
         for start in range(0, len(ids), PREFILL_CHUNK):  # cancellable between chunks
             if cancel.is_set():
-                return result(StopReason.CANCELLED, [], [], "", time.perf_counter_ns())
+                return result(StopReason.CANCELLED, [], [], "", None)
             logits = model.forward(ids[start:start + PREFILL_CHUNK], cache)
         prefill_done = time.perf_counter_ns()
 
@@ -179,17 +194,6 @@ class NumpyBackend:
         if self._info is None:
             raise EngineError("the model is not loaded")
         return self._info
-
-
-def _validate(request: GenerationRequest, prompt_tokens: int, n_ctx: int) -> None:
-    if not request.prompt.strip():
-        raise InvalidRequest("the prompt is empty")
-    if request.max_new_tokens < 1:
-        raise InvalidRequest(f"max_new_tokens must be at least 1 (got {request.max_new_tokens})")
-    if request.max_new_tokens > n_ctx:
-        raise InvalidRequest(f"max_new_tokens {request.max_new_tokens} is beyond the context of {n_ctx} tokens")
-    if prompt_tokens > n_ctx:
-        raise InvalidRequest(f"the prompt is {prompt_tokens} tokens; the context holds {n_ctx}")
 
 
 def display_name(path: Path) -> str:

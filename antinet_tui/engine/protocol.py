@@ -41,7 +41,7 @@ class GenerationResult:
     prompt_tokens: int
     stop_reason: StopReason
     started_ns: int  # the backend began work on the request
-    prefill_done_ns: int  # prompt processed, first logits ready
+    prefill_done_ns: int | None  # prompt processed, first logits ready (None: cancelled before)
     token_times_ns: list[int]  # one stamp per generated token, taken when it was sampled
     # the backend's own figures and facts, e.g. {"seed": 42} or Genie's GetProfile() event
     backend_profile: dict[str, Any] = field(default_factory=dict)

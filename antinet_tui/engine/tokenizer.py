@@ -129,9 +129,8 @@ class Tokenizer:
 
 
 def _build_hf_tokenizer(spec: VocabSpec):
-    from tokenizers import AddedToken, Regex
+    from tokenizers import AddedToken, Regex, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import models, pre_tokenizers
 
     vocab = {tok: i for i, tok in enumerate(spec.tokens)}
     merges = [tuple(m.split(" ", 1)) for m in spec.merges]

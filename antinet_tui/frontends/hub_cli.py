@@ -18,13 +18,12 @@ from antinet_tui.hub.errors import HubError
 from antinet_tui.hub.profiling import HUB_MODES, ModeProfile, time_ratios
 
 
-
 def add_hub_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `hub` (with `devices` and `profile`) to an argparse subparsers object."""
     hub = subparsers.add_parser(
         "hub", help="Qualcomm AI Hub: hosted Snapdragon devices and perf-mode profiling",
         description="Qualcomm AI Hub (needs `pip install qai-hub`, an API token and the network). "
-                    "Exit codes: 0 ok, 1 a job failed, 2 usage, 5 not configured, 6 unreachable.")
+                    "Exit codes: 0 ok, 1 a job failed, 2 usage, 5 not configured, 6 unreachable, 130 interrupted.")
     commands = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
 
     devices = commands.add_parser("devices", help="list the hosted devices",

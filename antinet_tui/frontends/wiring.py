@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from antinet_tui.config import Settings
+from antinet_tui.config import ConfigError, Settings
 from antinet_tui.engine.backends import create_backend
 from antinet_tui.engine.errors import UnknownMode
 from antinet_tui.runtime.breaker import BreakerConfig, CircuitBreaker
@@ -13,7 +13,8 @@ from antinet_tui.runtime.session_log import SessionLog, default_log_path
 def build_service(settings: Settings) -> EngineService:
     """Backend + breaker + session log wired into an EngineService (not started).
 
-    Raises EngineError (ModelNotFound, UnknownMode, ...) with a message for the operator.
+    Raises EngineError (ModelNotFound, UnknownMode, ...) or ConfigError (an unwritable
+    session log) with a message for the operator.
     """
     backend = create_backend(settings.backend, settings.model, n_ctx=settings.ctx, mode=settings.mode)
     modes = backend.capabilities().mode_names
@@ -23,6 +24,13 @@ def build_service(settings: Settings) -> EngineService:
         window_size=settings.breaker_window, minimum_calls=settings.breaker_min_calls,
         slow_call_ms=settings.slow_call_ms, open_wait_s=settings.breaker_wait_s,
         half_open_probes=settings.breaker_probes))
-    log = None if settings.no_log else SessionLog(settings.log_file or default_log_path())
+    log = None
+    if not settings.no_log:
+        path = settings.log_file or default_log_path()
+        try:
+            log = SessionLog(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the session log {path}: {exc.strerror} (choose --log-file, "
+                              "or --no-log)") from None
     return EngineService(backend, queue_size=settings.queue_size, breaker=breaker, session_log=log,
                          initial_mode=settings.mode)

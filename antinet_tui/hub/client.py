@@ -91,4 +91,4 @@ def find_device(client: Any, name: str) -> Any:
     hint = f" Similar names: {', '.join(sorted(set(near))[:8])}." if near else ""
     raise HubError(
         f"No Qualcomm AI Hub device is named {name!r}.{hint} "
-        "List them with: antinet-tui hub devices --name <part of a name>", exit_code=2)
+        "List them with: antinet-tui hub devices --name <part of a name>", exit_code=Exit.USAGE)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from antinet_tui.exit_codes import Exit
 from antinet_tui.hub.client import find_device, hub_calls
 from antinet_tui.hub.errors import HubError
 
@@ -32,7 +33,7 @@ _HUB_MODEL_ID = re.compile(r"m[a-z0-9]{5,}")
 def perf_mode_options(model_type: str, mode: str) -> str:
     """The job option string that selects `mode` for a model of this qai_hub type."""
     if mode not in HUB_MODES:
-        raise HubError(f"unknown mode {mode!r}; valid modes: {', '.join(HUB_MODES)}", exit_code=2)
+        raise HubError(f"unknown mode {mode!r}; valid modes: {', '.join(HUB_MODES)}", exit_code=Exit.USAGE)
     if mode == "default":
         return ""
     if model_type in _QNN_TYPES:
@@ -45,7 +46,7 @@ def perf_mode_options(model_type: str, mode: str) -> str:
     raise HubError(
         f"AI Hub cannot profile a {model_type} model directly; compile it first "
         "(qai-hub's submit_compile_job) and profile the .bin / .dlc / .onnx / .tflite it makes.",
-        exit_code=2)
+        exit_code=Exit.USAGE)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def resolve_model(client: Any, model: str) -> tuple[Any, str]:
             return client.get_model(model), f"AI Hub model {model}"
     raise HubError(
         f"No model file {model!r}. Give a compiled model (.bin QNN context binary, .dlc, "
-        ".onnx, .tflite) or an AI Hub model id (m…).", exit_code=2)
+        ".onnx, .tflite) or an AI Hub model id (m…).", exit_code=Exit.USAGE)
 
 
 def profile_modes(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Literal
 
-from antinet_tui.engine.protocol import Capabilities, ModeReadback, ModelInfo
+from antinet_tui.engine.protocol import Capabilities, ModelInfo, ModeReadback
 from antinet_tui.runtime.breaker import BreakerSnapshot, BreakerState
 from antinet_tui.runtime.metrics import RequestMetrics
 

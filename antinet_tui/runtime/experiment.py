@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest, ModeReadback
 from antinet_tui.platform import conditions
-from antinet_tui.runtime.events import Cancelled, Finished, ModeChanged
+from antinet_tui.runtime.events import Cancelled, Finished, ModeChanged, Rejected
 from antinet_tui.runtime.metrics import RequestMetrics
 from antinet_tui.runtime.stats import RatioEstimate, Spread, paired_ratio, verdict
 
@@ -137,6 +138,7 @@ class ExperimentReport:
     model: str = ""
     stopped: str | None = None  # why the experiment ended early, if it did
     interrupted: bool = False  # ended early because the operator asked
+    refused: bool = False  # ended early because the runtime refused a run (breaker open, queue full)
 
     def stop_by_operator(self, done: int, total: int) -> None:
         self.stopped, self.interrupted = f"stopped by the operator after {done} of {total} runs", True
@@ -264,6 +266,7 @@ class Experiment:
                     report.stop_by_operator(done - 1, len(runs))
                     break
                 if not isinstance(outcome, Finished):
+                    report.refused = isinstance(outcome, Rejected)
                     why = getattr(outcome, "reason", None) or getattr(outcome, "error", None) or "cancelled"
                     report.stopped = f"run {done} of {len(runs)} ({scheduled.mode}, {scheduled.token_count} tokens) " \
                                      f"did not finish: {why}"
@@ -291,10 +294,17 @@ class Experiment:
             lambda e: changes.put(e) if isinstance(e, ModeChanged) and e.requested == mode and not e.deferred else None)
         try:
             self.service.set_mode(mode)
-            try:
-                event = changes.get(timeout=self.mode_timeout_s)
-            except queue.Empty:
-                raise ExperimentError(f"mode {mode!r} was not applied within {self.mode_timeout_s:.0f} s") from None
+            deadline = time.monotonic() + self.mode_timeout_s
+            while True:  # in short waits, so abort() and a stopped engine end it promptly
+                try:
+                    event = changes.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if self._stop.is_set() or self.service.state != "ready":
+                        raise ExperimentError(f"stopped while applying mode {mode!r}") from None
+                    if time.monotonic() > deadline:
+                        raise ExperimentError(
+                            f"mode {mode!r} was not applied within {self.mode_timeout_s:.0f} s") from None
         finally:
             unsubscribe()
         if event.error or event.readback is None:

@@ -49,10 +49,11 @@ from antinet_tui.engine.protocol import (
     Capabilities,
     GenerationRequest,
     GenerationResult,
-    ModeReadback,
     ModelInfo,
+    ModeReadback,
     StopReason,
 )
+from antinet_tui.engine.validation import validate_mode, validate_prompt, validate_request
 from antinet_tui.runtime.breaker import BreakerSnapshot, BreakerState, CircuitBreaker
 from antinet_tui.runtime.events import (
     TERMINAL_EVENTS,
@@ -66,15 +67,14 @@ from antinet_tui.runtime.events import (
     LoadFailed,
     LoadProgress,
     ModeChanged,
-    Rejected,
     RejectCause,
+    Rejected,
     Started,
     Token,
     jsonable,
 )
 from antinet_tui.runtime.metrics import MetricsStore, Outcome, PartialResult, RequestMetrics, compute_metrics
 from antinet_tui.runtime.session_log import SessionLog
-from antinet_tui.runtime.validation import validate_mode, validate_prompt, validate_request
 
 logger = logging.getLogger(__name__)
 

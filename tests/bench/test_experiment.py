@@ -6,10 +6,10 @@ import threading
 import time
 
 import pytest
+from fakes import FakeBackend
 
 from antinet_tui.runtime.experiment import Experiment, ExperimentPlan, PlanError, schedule
 from antinet_tui.runtime.service import EngineService
-from fakes import FakeBackend
 
 
 def test_schedule_interleaves_and_alternates_the_order_per_pair():

@@ -10,13 +10,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from tiny_models import write_tiny_model
 
 from antinet_tui import __version__
 from antinet_tui.runtime.session_log import read_session
-from tiny_models import write_tiny_model
 
 
 def cli(*args, input=None, timeout=120, env=None):
@@ -66,6 +65,7 @@ def test_run_reads_the_prompt_from_stdin(tiny_model):
     (["run", "hi", "--mode", "turbo"], 2, "unknown mode 'turbo'; valid modes: burst, sustained_high_performance, "
                                           "default, power_saver"),
     (["run", "hi", "--backend", "tpu"], 2, "unknown backend 'tpu'; available: numpy, genie"),
+    (["run", "hi", "--seed", "-1"], 2, "seed must be an integer from 0 to 2**63-1, got -1"),
 ])
 def test_bad_input_is_a_clear_message_and_exit_code(tiny_model, args, code, message):
     done = cli(*args, "--model", tiny_model, "--no-log")
@@ -83,6 +83,36 @@ def test_bad_model_files_exit_3(tmp_path, content, message):
         path.write_bytes(content)
     done = cli("run", "hi", "--model", path, "--no-log")
     assert done.returncode == 3 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_settings_out_of_range_and_unwritable_log_exit_2(tiny_model, tmp_path):
+    done = cli("--refresh", "0")  # checked before anything opens
+    assert done.returncode == 2 and "refresh_s must be at least 0.1, got 0.0" in done.stderr
+    done = cli("run", "hi", "--model", tiny_model, env={"ANTINET_QUEUE_SIZE": "0"})
+    assert done.returncode == 2 and "queue_size must be at least 1, got 0" in done.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = cli("run", "hi", "--model", tiny_model, "--log-file", blocker / "log.jsonl")
+    assert done.returncode == 2 and "cannot write the session log" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_run_json_of_a_failed_request_is_still_json():
+    from types import SimpleNamespace
+
+    from antinet_tui.engine.protocol import ModelInfo
+    from antinet_tui.frontends.cli import run_record
+    from antinet_tui.runtime.events import Failed
+    from antinet_tui.runtime.metrics import RequestMetrics
+
+    metrics = RequestMetrics(queue_wait_ms=0.1, ttft_ms=None, prefill_tok_s=None, decode_tok_s=None, e2e_ms=3.0,
+                             prompt_tokens=5, generated_tokens=0, mode="default", stop_reason=None,
+                             outcome="failed", backend_profile={"odd": float("nan")})
+    loaded = SimpleNamespace(model_info=ModelInfo("m", "/m.gguf", "llama", "numpy", 64))
+    record = run_record(Failed(1, "the NPU went away", metrics), loaded, SimpleNamespace(current_mode=None))
+    text = json.dumps(record, allow_nan=False)
+    assert json.loads(text)["error"] == "the NPU went away" and record["text"] == "" and record["token_ids"] == []
+    assert record["backend_profile"]["odd"] is None
 
 
 def test_bad_config_file_is_named(tmp_path, tiny_model):
@@ -168,6 +198,7 @@ def test_bench_end_to_end_in_every_format(roomy_model, tmp_path):
     (["--tokens", "8,x"], "--tokens takes comma-separated integers"),
     (["--tokens", "600"], "600 tokens do not fit: the context holds 512 tokens"),
     (["--prompts", "/nonexistent/prompts.txt"], "cannot read the prompts file"),
+    (["--output", "/proc/no/such/place/r.md"], "cannot write --output /proc/no/such/place/r.md"),
 ])
 def test_bench_bad_input_exits_2(roomy_model, args, message):
     done = cli("bench", "--model", roomy_model, "--no-log", *args)

@@ -6,11 +6,11 @@ import threading
 import numpy as np
 import pytest
 from gguf import GGUFWriter
+from tiny_models import write_tiny_model
 
 from antinet_tui.engine.errors import InvalidRequest, ModelFormatError, ModelNotFound
 from antinet_tui.engine.numpy_backend import NumpyBackend
 from antinet_tui.engine.protocol import GenerationRequest, StopReason
-from tiny_models import write_tiny_model
 
 
 def loaded(path, **kw) -> NumpyBackend:
@@ -99,10 +99,11 @@ def test_same_seed_same_text(tiny_model):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"prompt": "   "}, "the prompt is empty"),
+    ({"prompt": "   "}, "prompt is only whitespace"),
     ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
-    ({"max_new_tokens": 65}, "max_new_tokens 65 is beyond the context of 64 tokens"),
-    ({"prompt": "y" * 70, "chat": False}, "the prompt is 70 tokens; the context holds 64"),
+    ({"max_new_tokens": 65}, "max_new_tokens is 65; the context holds 64"),
+    ({"prompt": "y" * 70, "chat": False}, "prompt is 70 tokens; the context holds 64"),
+    ({"seed": -1}, "seed must be an integer from 0 to 2\\*\\*63-1"),
 ])
 def test_bad_requests_are_specific(tiny_model, kwargs, message):
     with pytest.raises(InvalidRequest, match=message):

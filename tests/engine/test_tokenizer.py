@@ -3,10 +3,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from tiny_models import CHATML, tiny_vocab
 
 from antinet_tui.engine.errors import ModelFormatError
 from antinet_tui.engine.tokenizer import ChatTemplate, StreamDecoder, Tokenizer, VocabSpec
-from tiny_models import CHATML, tiny_vocab
 
 TEXTS = ["the cat in the hat", "计算机科学 是什么？", "emoji 🙂👍🏽 and 家族👨‍👩‍👧", "tabs\tand\nnewlines", "  spaces  "]
 

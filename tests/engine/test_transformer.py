@@ -8,11 +8,11 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader
 from gguf.quants import dequantize
+from tiny_models import write_tiny_model
 
 from antinet_tui.engine import transformer as transformer_module
 from antinet_tui.engine.gguf_model import GGUFFile, prepare_weights, read_config
 from antinet_tui.engine.transformer import Transformer
-from tiny_models import write_tiny_model
 
 CASES = [
     ("llama", Q.F32, True), ("llama", Q.Q8_0, True), ("llama", Q.Q4_1, False),

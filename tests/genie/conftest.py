@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from genie_bundles import FAKE_BINDING, write_bundle
 
 from antinet_tui.engine.genie import GenieBackend
-from genie_bundles import FAKE_BINDING, write_bundle
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from genie_bundles import write_bundle
 
 from antinet_tui.engine.errors import ModelNotFound
 from antinet_tui.engine.genie.bundle import (
@@ -15,8 +16,6 @@ from antinet_tui.engine.genie.bundle import (
     with_perf_profile,
 )
 from antinet_tui.engine.genie.errors import GenieBundleError
-
-from genie_bundles import write_bundle
 
 
 def test_relative_references_become_absolute(bundle):

@@ -8,11 +8,10 @@ import sys
 import threading
 
 import pytest
+from genie_bundles import FAKE_BINDING
 
 from antinet_tui.engine.genie.bundle import GenieBundle
 from antinet_tui.engine.genie.profile import query_events
-
-from genie_bundles import FAKE_BINDING
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from genie_bundles import write_tokenizer
 
 from antinet_tui.engine.genie.errors import (
     GenieBundleError,
@@ -15,8 +16,6 @@ from antinet_tui.engine.genie.errors import (
 )
 from antinet_tui.engine.genie.profile import figures, query_events
 from antinet_tui.engine.genie.templates import BUILTIN_FORMATS, choose_format
-
-from genie_bundles import write_tokenizer
 
 # Abridged from a real `genie-t2t-run --profile` output (see notes/genie_research.md).
 GENIE_PROFILE = {

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from fakes import FakeBackend, EventRecorder, wait_until
+from fakes import EventRecorder, FakeBackend, wait_until
 
 from antinet_tui.engine.errors import EngineError, InvalidRequest, ModelFormatError, UnknownMode
 from antinet_tui.engine.protocol import GenerationRequest
@@ -25,7 +25,6 @@ from antinet_tui.runtime.events import (
     LoadProgress,
     ModeChanged,
     Rejected,
-    Started,
     Token,
 )
 from antinet_tui.runtime.service import EngineService, Submission

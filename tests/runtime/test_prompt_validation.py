@@ -6,7 +6,7 @@ import pytest
 
 from antinet_tui.engine.errors import InvalidRequest, UnknownMode
 from antinet_tui.engine.protocol import GenerationRequest
-from antinet_tui.runtime.validation import validate_mode, validate_prompt, validate_request
+from antinet_tui.engine.validation import validate_mode, validate_prompt, validate_request
 
 
 @pytest.mark.parametrize(

@@ -17,17 +17,17 @@ the binding gives us, and what we make of it:
 from __future__ import annotations
 
 import multiprocessing
-from multiprocessing import resource_tracker
 import shutil
 import tempfile
 import threading
 import time
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
-from antinet_tui.engine.errors import EngineError, InvalidRequest, UnknownMode
+from antinet_tui.engine.errors import EngineError, UnknownMode
 from antinet_tui.engine.genie.bundle import PERF_PROFILES, GenieBundle
 from antinet_tui.engine.genie.errors import (
     INSTALL_HINT,
@@ -53,6 +53,7 @@ from antinet_tui.engine.protocol import (
     OnToken,
     StopReason,
 )
+from antinet_tui.engine.validation import validate_request
 
 NO_TOKEN_ID = -1  # a chunk the tokenizer maps to no id still counts as one token
 _POLL_SECONDS = 0.05  # how often a waiting request looks at its cancel flag
@@ -357,17 +358,10 @@ class GenieBackend:
     def generate(
         self, request: GenerationRequest, on_token: OnToken, cancel: threading.Event
     ) -> GenerationResult:
-        if not request.prompt:
-            raise InvalidRequest("empty prompt")
-        if request.max_new_tokens < 1:
-            raise InvalidRequest("max_new_tokens must be at least 1")
         prompt = self._render(request)
         prompt_tokens = len(self._encode(prompt))
         context_size = self._bundle.context_size if self._bundle else 0
-        if context_size and prompt_tokens >= context_size:
-            raise InvalidRequest(
-                f"the prompt takes {prompt_tokens} tokens; the model's context holds {context_size}"
-            )
+        validate_request(request, context_size or None, prompt_tokens)
         restart_seconds = None
         if self._worker is not None and not self._worker.process.is_alive():
             self._kill_worker()  # died between requests
@@ -433,7 +427,7 @@ class GenieBackend:
             prompt_tokens=prompt_tokens,
             stop_reason=stop_reason,
             started_ns=started_ns,
-            prefill_done_ns=stream.times[0] if stream.times else time.perf_counter_ns(),
+            prefill_done_ns=stream.times[0] if stream.times else None,  # no token: prefill never ended
             token_times_ns=stream.times,
             backend_profile=profile,
         )

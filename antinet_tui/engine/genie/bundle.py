@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from antinet_tui.engine.genie.errors import GenieBundleError
 from antinet_tui.engine.errors import ModelNotFound
+from antinet_tui.engine.genie.errors import GenieBundleError
+from antinet_tui.fileio import write_atomically
 
 # HTP performance profiles Genie's HTP extension config accepts (the strings Qualcomm's
 # parser maps); what each does is QNN's vote for the Hexagon clocks and power rails.
@@ -227,6 +228,4 @@ def read_back_perf_profile(config_path: Path) -> tuple[str | None, Path | None]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(temp, path)
+    write_atomically(path, json.dumps(data, indent=2))

@@ -15,12 +15,14 @@ Threads and who does what:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -29,6 +31,7 @@ from textual.screen import Screen
 from textual.widgets import Input
 
 from antinet_tui.config import APP_NAME, Settings
+from antinet_tui.config import export_dir as config_export_dir
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.frontends.app import keys
@@ -38,8 +41,7 @@ from antinet_tui.frontends.app.pacing import DrainPacer
 from antinet_tui.frontends.app.screens.dashboard import DashboardScreen
 from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
 from antinet_tui.frontends.app.screens.help import HelpScreen
-from antinet_tui.frontends.app.session import RequestRecord, default_export_dir, export_session
-from antinet_tui.platform.system_stats import SystemSample, SystemSampler
+from antinet_tui.frontends.app.session import RequestRecord, export_session
 from antinet_tui.frontends.app.widgets.breaker_pane import LABELS, BreakerPane
 from antinet_tui.frontends.app.widgets.conversation import Conversation
 from antinet_tui.frontends.app.widgets.exchange import Exchange
@@ -49,6 +51,7 @@ from antinet_tui.frontends.app.widgets.performance_pane import PerformancePane
 from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
 from antinet_tui.frontends.app.widgets.status_line import StatusLine
 from antinet_tui.frontends.app.widgets.system_pane import SystemPane
+from antinet_tui.platform.system_stats import SystemSample, SystemSampler
 from antinet_tui.runtime.breaker import BreakerState
 from antinet_tui.runtime.events import (
     Accepted,
@@ -65,6 +68,8 @@ from antinet_tui.runtime.events import (
     Token,
 )
 from antinet_tui.runtime.service import EngineService
+
+logger = logging.getLogger(__name__)
 
 BREAKER_POLL_S = 0.5  # the countdown moves, and OPEN turns HALF-OPEN on time
 SHUTDOWN_TIMEOUT_S = 1.0
@@ -99,7 +104,7 @@ class DashboardApp(App[int]):
         self.service = service
         self.settings = settings
         self.sampler = sampler or SystemSampler()
-        self.export_dir = export_dir or default_export_dir()
+        self.export_dir = export_dir or config_export_dir()
         self.command_sources = list(command_sources)
         self.owns_service = owns_service
         self.bridge = EngineBridge(self)
@@ -110,7 +115,7 @@ class DashboardApp(App[int]):
         self.frozen = False
         self.requested_mode: str | None = settings.mode
         self.mode_note: str | None = None
-        self.experiment_running = False  # its runs switch modes by the dozen: no toast for each
+        self.running_experiment = None  # the Experiment screen's, while it runs (it switches modes by the dozen)
         self._unsubscribe = None
         self._quitting = threading.Event()  # stops the sampler thread
         self.dashboard: DashboardScreen  # the main screen, kept: events update it under help or the palette
@@ -165,6 +170,8 @@ class DashboardApp(App[int]):
         """Quit promptly, even mid-answer: the engine stops within one decode step and the
         service's shutdown joins it within SHUTDOWN_TIMEOUT_S, off the UI thread."""
         self._stop_listening()
+        if self.running_experiment is not None:
+            self.running_experiment.abort()  # its thread worker ends within one decode step
         if self.owns_service:
             await asyncio.to_thread(self.service.shutdown, SHUTDOWN_TIMEOUT_S)
         self.exit(0)
@@ -273,7 +280,7 @@ class DashboardApp(App[int]):
             self.mode_note = None
             readback = event.readback
             detail = f"effective {readback.effective}" if readback else ""
-            if not self.experiment_running:
+            if self.running_experiment is None:  # no toast per experiment run
                 self.notify(detail, title=f"Mode {event.requested}")
         self._show_mode()
 
@@ -321,7 +328,10 @@ class DashboardApp(App[int]):
     def _sample_system(self) -> None:
         """One long-lived thread: psutil calls never run on the UI thread."""
         while not self._quitting.is_set():
-            self.post_message(SystemSampled(self.sampler.sample()))
+            try:
+                self.post_message(SystemSampled(self.sampler.sample()))
+            except (OSError, RuntimeError, psutil.Error) as exc:  # a sensor that fails once: say so, go on
+                logger.warning("system sample failed: %s", exc)
             self._quitting.wait(self.settings.refresh_s)
 
     def on_system_sampled(self, message: SystemSampled) -> None:
@@ -405,6 +415,10 @@ class DashboardApp(App[int]):
         self.request_mode(capabilities.default_mode if self.requested_mode == "burst" else "burst")
 
     def request_mode(self, name: str) -> None:
+        if self.running_experiment is not None:
+            self.notify("an experiment is running and sets the mode for each run; stop it first (Esc)",
+                        title=f"Mode {name} not applied", severity="warning")
+            return
         try:
             self.service.set_mode(name)
         except EngineError as exc:

@@ -7,7 +7,7 @@ import sys
 from antinet_tui.config import APP_NAME, Settings
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.frontends.app.app import SHUTDOWN_TIMEOUT_S, DashboardApp
-from antinet_tui.frontends.cli import exit_for
+from antinet_tui.frontends.common import exit_for
 from antinet_tui.frontends.wiring import build_service
 
 

@@ -9,16 +9,13 @@ mid-export never leaves a truncated file under the final name.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from antinet_tui.config import APP_NAME
 from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.fileio import write_atomically
 from antinet_tui.frontends.app.formatting import request_figures
 from antinet_tui.runtime.events import jsonable
 from antinet_tui.runtime.metrics import RequestMetrics
@@ -35,18 +32,14 @@ class RequestRecord:
     metrics: RequestMetrics | None = None
 
 
-def default_export_dir() -> Path:
-    return platformdirs.user_state_path(APP_NAME) / "exports"
-
-
 def export_session(records: list[RequestRecord], header: dict, directory: Path) -> tuple[Path, Path]:
     """Write `session-<time>.json` and `.md` into directory; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = directory / time.strftime("session-%Y%m%d-%H%M%S")
     json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     document = {**header, "exported_wall": time.time(), "requests": [jsonable(r) for r in records]}
-    _replace(json_path, json.dumps(document, ensure_ascii=False, allow_nan=False, indent=2) + "\n")
-    _replace(md_path, _markdown(records, header))
+    write_atomically(json_path, json.dumps(document, ensure_ascii=False, allow_nan=False, indent=2) + "\n")
+    write_atomically(md_path, _markdown(records, header))
     return json_path, md_path
 
 
@@ -63,14 +56,3 @@ def _markdown(records: list[RequestRecord], header: dict) -> str:
         if record.metrics is not None:
             lines.append(request_figures(record.metrics))
     return "\n".join(lines) + "\n"
-
-
-def _replace(path: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise

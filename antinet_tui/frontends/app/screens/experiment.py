@@ -21,7 +21,8 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar
 
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest
-from antinet_tui.frontends.bench_cli import parse_token_counts, render_markdown, write_atomically
+from antinet_tui.fileio import write_atomically
+from antinet_tui.frontends.experiment_report import parse_token_counts, render_markdown
 from antinet_tui.runtime.experiment import (
     DEFAULT_PROMPTS,
     Experiment,
@@ -112,7 +113,7 @@ class ExperimentScreen(Screen[None]):
             return
         self.plan, self.results, self.report = plan, [], None
         self.experiment = Experiment(service, plan, on_run=lambda r, d, t: self.post_message(self.RunDone(r, d, t)))
-        self.app.experiment_running = True
+        self.app.running_experiment = self.experiment
         total = len(plan.modes) * len(plan.token_counts) * (plan.runs + plan.warmup)
         self.query_one(ProgressBar).update(total=total, progress=0)
         self.query_one("#experiment-verdict", Static).update("")
@@ -127,6 +128,8 @@ class ExperimentScreen(Screen[None]):
             report = experiment.run()
         except (ExperimentError, EngineError) as exc:  # e.g. the engine shut down under it
             self.post_message(self.Ended(None, str(exc)))
+        except Exception as exc:  # anything else: still end, so Start and mode toasts come back
+            self.post_message(self.Ended(None, f"{type(exc).__name__}: {exc}"))
         else:
             self.post_message(self.Ended(report))
 
@@ -143,7 +146,7 @@ class ExperimentScreen(Screen[None]):
 
     def on_experiment_screen_ended(self, message: Ended) -> None:
         self.experiment = None
-        self.app.experiment_running = False
+        self.app.running_experiment = None
         self.query_one("#start", Button).disabled = False
         if message.error:
             self.notify(message.error, title="The experiment failed", severity="error", timeout=10)

@@ -31,10 +31,6 @@ class Conversation(VerticalScroll):
     def on_mount(self) -> None:
         self.anchor()
 
-    def exchange(self, request_id: int) -> Exchange | None:
-        found = self.query(f"#exchange-{request_id}")
-        return found.first(Exchange) if found else None
-
     async def add(self, exchange: Exchange) -> None:
         self.query_one("#conversation-hint").display = False
         await self.mount(exchange)

@@ -11,9 +11,9 @@ from textual.app import ComposeResult
 from textual.widgets import Static
 
 from antinet_tui.frontends.app.formatting import NOT_AVAILABLE, size
-from antinet_tui.platform.system_stats import SystemSample
 from antinet_tui.frontends.app.widgets.pane import Pane
 from antinet_tui.frontends.app.widgets.series_chart import SeriesChart
+from antinet_tui.platform.system_stats import SystemSample
 
 CORE_BAR_WIDTH = 8
 HISTORY = 120

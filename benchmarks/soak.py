@@ -1,6 +1,6 @@
 """Soak the runtime: many requests through one EngineService, watching threads and RSS.
 
-    python -m antinet_tui.runtime.soak --requests 500 [--model tiny.gguf] [--backend SPEC]
+    .venv/bin/python benchmarks/soak.py --requests 500 [--model tiny.gguf] [--backend SPEC]
 
 The mix exercises every path that could leak: finished requests, a cancel after the
 first token (every 10th), bad input (every 25th), a mode switch (every 50th). It prints
@@ -8,9 +8,9 @@ the engine process's threads and RSS after a warm-up, every 100 requests, at the
 and the thread count after shutdown. Exit status 1 when threads grew, a request failed,
 or an outcome was not the expected one.
 
---backend is `fake` (tests/fakes.py from a source checkout, the default), a backend name
+--backend is `fake` (tests/fakes.py, the default), a backend name
 known to engine.backends (`numpy`, `genie`), or `package.module:factory`: a callable
-taking the model path (or None) and returning a Backend. `main(backend_factory=...)`
+taking the model path (or None) and returning a Backend. `main(argv, backend_factory_override=...)`
 takes such a callable directly.
 """
 
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 from antinet_tui.engine.protocol import Backend, GenerationRequest
 from antinet_tui.runtime.events import Rejected, Token
 from antinet_tui.runtime.service import EngineService
@@ -38,7 +39,7 @@ WARM_UP = 10
 
 def backend_factory(spec: str) -> BackendFactory:
     if spec == "fake":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from fakes import FakeBackend
 
         return lambda model: FakeBackend(token_delay_s=0.002, keep_history=False)  # ms per token, like a tiny model
@@ -76,7 +77,7 @@ def run_one(service: EngineService, i: int, max_new_tokens: int) -> str:
 
 
 def main(argv: list[str] | None = None, backend_factory_override: BackendFactory | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m antinet_tui.runtime.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="benchmarks/soak.py", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--model", help="model path for the backend (default: the backend's own)")
     parser.add_argument("--backend", default="fake", help="fake, numpy, genie or module:factory")

@@ -1,7 +1,8 @@
-"""Bad input stops at the runtime boundary with a message that says what is wrong.
+"""Bad input, named: the one set of request checks, with messages that say what is wrong.
 
-Each check raises `InvalidRequest` (or `UnknownMode`) from engine.errors; the runtime
-turns it into a Rejected event, so nothing downstream ever sees such input.
+Each check raises `InvalidRequest` (or `UnknownMode`). Backends call `validate_request`
+in generate() (the engine is usable on its own); the runtime calls the same function at
+submit and turns the error into a Rejected event, so a request it accepts passes here.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def validate_request(
         raise InvalidRequest(f"top_p must be in (0, 1], got {request.top_p}")
     if request.top_k < 0:
         raise InvalidRequest(f"top_k must be >= 0 (0 turns it off), got {request.top_k}")
+    if request.seed is not None and not (isinstance(request.seed, int) and 0 <= request.seed < 2**63):
+        raise InvalidRequest(f"seed must be an integer from 0 to 2**63-1, got {request.seed!r}")
     if context_length is None:
         return
     if request.max_new_tokens > context_length:

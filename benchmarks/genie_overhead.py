@@ -5,7 +5,7 @@ token per callback, the worst case) and the same fake called directly in this pr
 with warm-up and repetitions; reports medians. Needs a source checkout: the fake binding
 and the bundle writer live in tests/genie.
 
-    python -m antinet_tui.engine.genie.bench_overhead --tokens 1000 --runs 7
+    .venv/bin/python benchmarks/genie_overhead.py --tokens 1000 --runs 7
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from antinet_tui.engine.genie.backend import GenieBackend
 from antinet_tui.engine.genie.bundle import GenieBundle
 from antinet_tui.engine.protocol import GenerationRequest
 
-TESTS_GENIE = Path(__file__).resolve().parents[3] / "tests" / "genie"
+TESTS_GENIE = Path(__file__).resolve().parents[1] / "tests" / "genie"
 
 
 def _in_process_seconds(config: Path, tokens: int) -> float:
