@@ -77,7 +77,7 @@ def main() -> None:
     print_matmul_floors()
 
 
-def print_matmul_floors(repeats: int = 15) -> None:
+def print_matmul_floors(repeats: int = 11) -> None:
     import time
 
     import numpy as np
@@ -116,7 +116,7 @@ def print_matmul_floors(repeats: int = 15) -> None:
         rates: dict[str, list[float]] = {"ours": [], "plain": []}
         bandwidths, shares = [], []
         for _ in range(repeats):  # bandwidth and both floors interleaved: drifts hit all alike
-            bandwidths.append(read_bandwidth_gbs(threads, size_mib=256, repeats=3))
+            bandwidths.append(read_bandwidth_gbs(threads))
             with threadpool_limits(threads):
                 for name, products in (("ours", ours), ("plain", plain)):
                     started = time.perf_counter()
