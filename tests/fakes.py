@@ -180,7 +180,6 @@ class FakeBackend:
     # -- internals -----------------------------------------------------------------
 
     def _generate(self, request: GenerationRequest, on_token: OnToken, cancel: threading.Event) -> GenerationResult:
-        started_ns = time.perf_counter_ns()
         prompt_tokens = self.count_prompt_tokens(request)
         if self.start_gate is not None:
             while not self.start_gate.wait(0.005) and not cancel.is_set():
@@ -218,7 +217,6 @@ class FakeBackend:
             token_ids=token_ids,
             prompt_tokens=prompt_tokens,
             stop_reason=stop,
-            started_ns=started_ns,
             prefill_done_ns=prefill_done_ns,
             token_times_ns=times,
             backend_profile={"fake": True, "decode_steps": len(token_ids)},

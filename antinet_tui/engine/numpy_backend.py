@@ -140,7 +140,6 @@ class NumpyBackend:
 
     def generate(self, request: GenerationRequest, on_token: OnToken,
                  cancel: threading.Event) -> GenerationResult:
-        started = time.perf_counter_ns()
         model, cache = self._model, self._cache_kv
         if model is None:
             raise EngineError("the model is not loaded")
@@ -151,7 +150,7 @@ class NumpyBackend:
 
         def result(stop: StopReason, out: list[int], times: list[int], text: str, prefill_done: int | None):
             return GenerationResult(text=text, token_ids=out, prompt_tokens=len(ids), stop_reason=stop,
-                                    started_ns=started, prefill_done_ns=prefill_done,
+                                    prefill_done_ns=prefill_done,
                                     token_times_ns=times, backend_profile={"seed": seed})
 
         cache.reset()

@@ -3,7 +3,8 @@
 A backend serves one request at a time and knows nothing of threads, queues, the
 breaker or the UI; the runtime layer owns those. Timing is recorded here as raw
 `perf_counter_ns` stamps; the derived figures (TTFT, tok/s) are computed in one place,
-`antinet_tui.runtime.metrics`, so every frontend uses the same definitions.
+`antinet_tui.runtime.metrics`, so every frontend uses the same definitions; the start of
+a request is stamped by the runtime, just before it calls generate().
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ class GenerationResult:
     token_ids: list[int]
     prompt_tokens: int
     stop_reason: StopReason
-    started_ns: int  # the backend began work on the request
     prefill_done_ns: int | None  # prompt processed, first logits ready (None: cancelled before)
     token_times_ns: list[int]  # one stamp per generated token, taken when it was sampled
     # the backend's own figures and facts, e.g. {"seed": 42} or Genie's GetProfile() event

@@ -23,7 +23,8 @@ from typing import Any, Callable
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest, ModeReadback
 from antinet_tui.platform import conditions
-from antinet_tui.runtime.events import Cancelled, Finished, ModeChanged, Rejected
+from antinet_tui.runtime.breaker import BreakerConfig
+from antinet_tui.runtime.events import Cancelled, Finished, ModeChanged, Rejected, jsonable
 from antinet_tui.runtime.metrics import RequestMetrics
 from antinet_tui.runtime.stats import RatioEstimate, Spread, paired_ratio, verdict
 
@@ -111,8 +112,6 @@ class RunResult:
     readback: ModeReadback
 
     def to_record(self) -> dict[str, Any]:
-        from antinet_tui.runtime.events import jsonable
-
         return {**asdict(self.run), "warmup": self.run.warmup, **jsonable(self.metrics),
                 "readback": jsonable(self.readback)}
 
@@ -176,8 +175,6 @@ class ExperimentReport:
     def tiers(self) -> list[dict[str, Any]]:
         """Per token count and mode: is the median end-to-end under the target, and
         under the breaker's slow-call threshold?"""
-        from antinet_tui.runtime.breaker import BreakerConfig
-
         slow_ms = self.conditions.get("slow_call_ms", BreakerConfig().slow_call_ms)
         rows = []
         for tokens in self.plan.token_counts:
@@ -193,8 +190,6 @@ class ExperimentReport:
 
     def to_record(self) -> dict[str, Any]:
         """Everything, JSON-safe: plan, conditions, cells, comparisons, tiers, every run."""
-        from antinet_tui.runtime.events import jsonable
-
         cells = []
         for tokens in self.plan.token_counts:
             for mode in self.plan.modes:

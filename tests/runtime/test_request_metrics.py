@@ -18,7 +18,6 @@ def result(token_ms: list[float], prompt_tokens: int = 20, prefill_done_ms: floa
         token_ids=list(range(len(token_ms))),
         prompt_tokens=prompt_tokens,
         stop_reason=stop,
-        started_ns=int(2.5 * MS),
         prefill_done_ns=int(prefill_done_ms * MS),
         token_times_ns=[int(t * MS) for t in token_ms],
         backend_profile={"kv": "f32"},

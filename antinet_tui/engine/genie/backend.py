@@ -370,7 +370,6 @@ class GenieBackend:
         worker = self._worker
         assert worker is not None
 
-        started_ns = time.perf_counter_ns()
         worker.send(("query", prompt, _sampler_params(request)))
         stream = _Stream(request.max_new_tokens, on_token, self._tokenizer)
         done: dict[str, Any] | None = None
@@ -426,7 +425,6 @@ class GenieBackend:
             token_ids=stream.ids,
             prompt_tokens=prompt_tokens,
             stop_reason=stop_reason,
-            started_ns=started_ns,
             prefill_done_ns=stream.times[0] if stream.times else None,  # no token: prefill never ended
             token_times_ns=stream.times,
             backend_profile=profile,
