@@ -132,13 +132,15 @@ class BreakerTransition(Event):
 @dataclass(frozen=True)
 class ModeChanged(Event):
     """A mode change: deferred (a request is running; it applies before the next one),
-    applied (`readback` says what is in force) or failed (`error`)."""
+    applied (`readback` says what is in force) or failed (`error`). `requested_by` names
+    who asked: "operator", "settings" (the configured start-up mode) or "experiment"."""
 
     kind: ClassVar[str] = "mode_changed"
     requested: str
     readback: ModeReadback | None
     deferred: bool = False
     error: str | None = None
+    requested_by: str = "operator"
     request_id: None = None
 
 

@@ -288,7 +288,7 @@ class Experiment:
         unsubscribe = self.service.subscribe(
             lambda e: changes.put(e) if isinstance(e, ModeChanged) and e.requested == mode and not e.deferred else None)
         try:
-            self.service.set_mode(mode)
+            self.service.set_mode(mode, requested_by="experiment")
             deadline = time.monotonic() + self.mode_timeout_s
             while True:  # in short waits, so abort() and a stopped engine end it promptly
                 try:

@@ -132,7 +132,8 @@ class EngineService:
         self._wakeup = threading.Condition(self._lock)  # the engine thread waits on it
         self._queue: deque[_Job] = deque()
         self._running: _Job | None = None
-        self._pending_mode = initial_mode
+        # (mode, requested_by) waiting for the engine thread to apply it between requests
+        self._pending_mode = (initial_mode, "settings") if initial_mode else None
         self._state = "not_started"
         self._load_error: str | None = None
         self._loaded = threading.Event()  # set when loading ended, either way
@@ -333,21 +334,23 @@ class EngineService:
         finally:
             unsubscribe()
 
-    def set_mode(self, name: str) -> None:
+    def set_mode(self, name: str, requested_by: str = "operator") -> None:
         """Apply a performance mode between requests.
 
         Raises UnknownMode at once for a name the backend does not offer (checked when
         the model is loaded; before that the engine checks it after loading and reports
         ModeChanged(error=...)). If a request is running, ModeChanged(deferred=True) is
-        emitted now and the mode applies before the next request."""
+        emitted now and the mode applies before the next request. `requested_by` is
+        carried on the ModeChanged events, so a frontend can tell an experiment's
+        switches from the operator's."""
         if self._capabilities is not None:
             validate_mode(name, self._capabilities.mode_names)
         with self._lock:
             if self._state in ("failed", "stopped"):
                 raise EngineError(f"cannot change the mode: the engine is {self._state}")
-            self._pending_mode = name
+            self._pending_mode = (name, requested_by)
             if self._running is not None:
-                self._emit(ModeChanged(requested=name, readback=None, deferred=True))
+                self._emit(ModeChanged(requested=name, readback=None, deferred=True, requested_by=requested_by))
             self._wakeup.notify_all()
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
@@ -488,21 +491,21 @@ class EngineService:
                 if mode is None:
                     job = self._running = self._queue.popleft()
             if mode is not None:
-                self._apply_mode(mode)
+                self._apply_mode(*mode)
             else:
                 self._run(job)
 
-    def _apply_mode(self, name: str) -> None:
+    def _apply_mode(self, name: str, requested_by: str) -> None:
         try:
             validate_mode(name, self._capabilities.mode_names)
             readback = self._backend.apply_mode(name)
         except Exception as exc:
             if not isinstance(exc, EngineError):
                 logger.exception("applying mode %r failed", name)
-            self._emit(ModeChanged(requested=name, readback=None, error=_describe(exc)))
+            self._emit(ModeChanged(requested=name, readback=None, error=_describe(exc), requested_by=requested_by))
             return
         self._mode = readback
-        self._emit(ModeChanged(requested=name, readback=readback))
+        self._emit(ModeChanged(requested=name, readback=readback, requested_by=requested_by))
 
     def _run(self, job: _Job) -> None:
         if job.cancel.is_set():  # cancelled between leaving the queue and starting

@@ -335,7 +335,8 @@ def test_initial_mode_is_applied_after_loading_and_before_the_first_request(runn
     finished = service.generate_sync(GenerationRequest("hi"))
     assert events.kinds()[3:5] == ["loaded", "mode_changed"]
     changed = events.wait_for(is_(ModeChanged))
-    assert (changed.requested, changed.deferred, changed.error) == ("burst", False, None)
+    assert (changed.requested, changed.deferred, changed.error, changed.requested_by) == (
+        "burst", False, None, "settings")
     assert changed.readback.settings == {"threads": 8, "nice": -5, "cores": list(range(8)), "usable_cores": 8}
     assert finished.metrics.mode == "burst" and backend.modes_during_generate == ["burst"]
 
@@ -347,6 +348,7 @@ def test_set_mode_while_idle_applies_it_and_reports_the_readback(running):
     service.set_mode("power_saver")
     changed = events.wait_for(is_(ModeChanged))
     assert changed.readback.effective == "power_saver" and changed.readback.settings["cores"] == [7]
+    assert changed.requested_by == "operator"
     assert service.current_mode == changed.readback and backend.applied_modes == ["power_saver"]
 
 
@@ -356,7 +358,7 @@ def test_set_mode_during_a_request_is_deferred_to_the_next_one(running):
     first = service.submit(GenerationRequest("first", max_new_tokens=5, ignore_eos=True)).request_id
     second = service.submit(GenerationRequest("second", max_new_tokens=2)).request_id
     events.wait_for(is_(Token, first))
-    service.set_mode("burst")
+    service.set_mode("burst", requested_by="experiment")
     deferred = events.wait_for(is_(ModeChanged))
     assert (deferred.deferred, deferred.readback, deferred.requested) == (True, None, "burst")
     done_first = events.wait_for(is_(Finished, first))
@@ -364,6 +366,7 @@ def test_set_mode_during_a_request_is_deferred_to_the_next_one(running):
     applied = events.wait_for(lambda e: isinstance(e, ModeChanged) and not e.deferred)
     order = events.events
     assert order.index(done_first) < order.index(applied) < order.index(done_second)
+    assert deferred.requested_by == applied.requested_by == "experiment"
     assert (done_first.metrics.mode, done_second.metrics.mode) == ("default", "burst")
     assert backend.modes_during_generate == ["default", "burst"]
 

@@ -280,7 +280,7 @@ class DashboardApp(App[int]):
             self.mode_note = None
             readback = event.readback
             detail = f"effective {readback.effective}" if readback else ""
-            if self.running_experiment is None:  # no toast per experiment run
+            if event.requested_by != "experiment":  # no toast per experiment run
                 self.notify(detail, title=f"Mode {event.requested}")
         self._show_mode()
 
