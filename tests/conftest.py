@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +25,17 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "xdg-cache"))
     monkeypatch.delenv("ANTINET_MODEL", raising=False)
     return root
+
+
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C delivered as a terminal would, even when the test run was started with
+    SIGINT ignored (a background job of a non-interactive shell does that): then Python
+    installs no handler, interrupt_main() does nothing and child processes inherit the
+    ignore. A Python handler is reset to the default by exec, so children get Ctrl-C too."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

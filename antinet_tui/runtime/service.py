@@ -83,6 +83,7 @@ TerminalEvent = Finished | Cancelled | Failed | Rejected
 
 _LOGGED_KINDS = {"loaded", "load_failed", "finished", "cancelled", "failed", "rejected", "breaker_transition", "mode_changed"}
 _STOP_DISPATCHER = object()
+_ENDED_EVENT_WAIT_S = 2.0  # an already emitted terminal event reaches a subscriber well within this
 
 
 @dataclass(frozen=True)
@@ -320,15 +321,19 @@ class EngineService:
 
         unsubscribe = self.subscribe(listen)
         try:
-            submission, rejected = self._submit(request, request_id)
-            if rejected is not None:
-                return rejected
             try:
+                _, rejected = self._submit(request, request_id)
+                if rejected is not None:
+                    return rejected
                 if not self._wait(done, timeout):
                     self.cancel(request_id)
                     self._wait(done, None)
             except KeyboardInterrupt:
-                self.cancel(request_id)
+                # Ctrl-C can land anywhere above. Queued or running: cancelled, its end
+                # follows. Neither: it ended already (its terminal event is on the way)
+                # or it was never queued, and then the interrupt is the caller's.
+                if not self.cancel(request_id) and not self._wait(done, _ENDED_EVENT_WAIT_S):
+                    raise
                 self._wait(done, None)
             return ended[0]
         finally:

@@ -149,7 +149,7 @@ def test_locate_names_every_place():
         assert re.search(rf"^{name}\s+\S", out, re.M)
 
 
-def test_ctrl_c_cancels_keeps_the_output_and_exits_130(real_model):
+def test_ctrl_c_cancels_keeps_the_output_and_exits_130(real_model, sigint_raises):
     proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "run", "Write a very long story about a dragon.",
                              "--max-new-tokens", "400", "--temperature", "0", "--no-log"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

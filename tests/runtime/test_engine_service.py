@@ -449,7 +449,7 @@ def test_unsubscribe_stops_delivery(running):
 # -- generate_sync interruptions ---------------------------------------------------------
 
 
-def test_ctrl_c_during_generate_sync_cancels_and_returns_the_partial_answer(running):
+def test_ctrl_c_during_generate_sync_cancels_and_returns_the_partial_answer(running, sigint_raises):
     backend = FakeBackend(token_delay_s=0.01)
     service, _ = running(backend)
 
@@ -461,6 +461,30 @@ def test_ctrl_c_during_generate_sync_cancels_and_returns_the_partial_answer(runn
     assert isinstance(result, Cancelled)
     assert result.text.startswith("The quick brown") and 3 <= len(result.token_ids) < 100
     assert not service.is_busy
+
+
+class CtrlCWhileCounting(FakeBackend):
+    """Ctrl-C while the first request is being checked, before it is queued."""
+
+    interrupted = False
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        if not self.interrupted:
+            self.interrupted = True
+            _thread.interrupt_main()
+        return super().count_prompt_tokens(request)
+
+
+def test_ctrl_c_before_the_request_is_queued_is_the_callers_and_leaves_the_service_usable(running, monkeypatch,
+                                                                                         sigint_raises):
+    monkeypatch.setattr("antinet_tui.runtime.service._ENDED_EVENT_WAIT_S", 0.2)
+    backend = CtrlCWhileCounting()
+    service, events = running(backend)
+    service.wait_ready(5)
+    with pytest.raises(KeyboardInterrupt):
+        service.generate_sync(GenerationRequest("hi"))
+    assert not service.is_busy and service.queue_length == 0 and "accepted" not in events.kinds()
+    assert isinstance(service.generate_sync(GenerationRequest("hi")), Finished)
 
 
 def test_generate_sync_timeout_cancels(running):
