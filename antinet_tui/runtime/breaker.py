@@ -96,6 +96,9 @@ class _Outcome:
     failed: bool
 
 
+ISOLATED_REFUSAL = "breaker isolated by the operator; reset it to let requests through"
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -130,7 +133,7 @@ class CircuitBreaker:
                 n = self.config.half_open_probes
                 return False, f"breaker half-open: waiting for {_calls(n, 'probe call')} to finish"
             if self._state is BreakerState.ISOLATED:
-                return False, "breaker isolated by the operator; reset it to let requests through"
+                return False, ISOLATED_REFUSAL
             wait = math.ceil(self._seconds_until_probe())
             return False, f"breaker open: {self._reason}; next probe in {wait} s"
 

@@ -24,6 +24,10 @@ Policy, in one place:
   included: it protects callers, and they wait through it). Cancelled calls give their
   permit back and are not recorded. A backend's InvalidRequest is the request's fault,
   not the engine's: Failed, but not counted as a breaker failure.
+* Measurements (an experiment's runs, submitted with measurement=True) bypass the
+  breaker and the metrics history: they are long on purpose, and an experiment that the
+  breaker cut off halfway, or that filled the operator's latency charts, would be wrong.
+  Only the operator's isolation of the breaker refuses them.
 * set_mode() with a name the backend does not offer raises UnknownMode synchronously (so
   the CLI can print it and exit); other mode errors arrive as ModeChanged(error=...).
 * Backend.count_prompt_tokens is called on the submitting thread, so the backend must
@@ -54,7 +58,7 @@ from antinet_tui.engine.protocol import (
     StopReason,
 )
 from antinet_tui.engine.validation import validate_mode, validate_prompt, validate_request
-from antinet_tui.runtime.breaker import BreakerSnapshot, BreakerState, CircuitBreaker
+from antinet_tui.runtime.breaker import ISOLATED_REFUSAL, BreakerSnapshot, BreakerState, CircuitBreaker
 from antinet_tui.runtime.events import (
     TERMINAL_EVENTS,
     Accepted,
@@ -104,6 +108,7 @@ class _Job:
     request: GenerationRequest
     accepted_ns: int
     prompt_tokens: int | None  # None until counted (submitted before the model loaded)
+    measurement: bool = False  # an experiment's run: outside the breaker and the metrics history
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -272,8 +277,11 @@ class EngineService:
 
     # -- requests ------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest) -> Submission:
-        submission, _ = self._submit(request, next(self._ids))
+    def submit(self, request: GenerationRequest, measurement: bool = False) -> Submission:
+        """Queue a request. A `measurement` (an experiment's run) is deliberately long
+        and repeated: the breaker neither refuses nor counts it, and it stays out of the
+        metrics history, which describes the operator's requests."""
+        submission, _ = self._submit(request, next(self._ids), measurement)
         return submission
 
     def cancel(self, request_id: int | None = None) -> bool:
@@ -298,8 +306,9 @@ class EngineService:
         request: GenerationRequest,
         on_token: Callable[[Token], None] | None = None,
         timeout: float | None = None,
+        measurement: bool = False,
     ) -> TerminalEvent:
-        """Submit and block until the request's terminal event, which is returned.
+        """Submit (see `submit`) and block until the request's terminal event, which is returned.
 
         `on_token` runs on the dispatcher thread. On timeout, or on KeyboardInterrupt in
         the calling thread, the request is cancelled and its Cancelled event returned
@@ -322,7 +331,7 @@ class EngineService:
         unsubscribe = self.subscribe(listen)
         try:
             try:
-                _, rejected = self._submit(request, request_id)
+                _, rejected = self._submit(request, request_id, measurement)
                 if rejected is not None:
                     return rejected
                 if not self._wait(done, timeout):
@@ -376,25 +385,31 @@ class EngineService:
 
     # -- submission ----------------------------------------------------------------
 
-    def _submit(self, request: GenerationRequest, request_id: int) -> tuple[Submission, Rejected | None]:
+    def _submit(
+        self, request: GenerationRequest, request_id: int, measurement: bool = False
+    ) -> tuple[Submission, Rejected | None]:
         self._requests_to_log[request_id] = request
         prompt_tokens, refusal = self._check_input(request)
         with self._lock:
             if refusal is None:
                 refusal = self._check_capacity()
-            if refusal is None:
+            if refusal is None and measurement:  # only the operator's isolation stops these
+                if self._breaker.state is BreakerState.ISOLATED:
+                    refusal = (ISOLATED_REFUSAL, "breaker_open")
+            elif refusal is None:
                 permitted, why = self._breaker.try_acquire()
                 if not permitted:
                     refusal = (why, "breaker_open")
             if refusal is None:
-                job = _Job(request_id, request, time.perf_counter_ns(), prompt_tokens)
+                job = _Job(request_id, request, time.perf_counter_ns(), prompt_tokens, measurement)
                 self._queue.append(job)
                 self._emit(Accepted(request_id, request.prompt, request.max_new_tokens, len(self._queue)))
                 self._wakeup.notify_all()
                 return Submission(request_id, True), None
         reason, cause = refusal
         rejected = Rejected(request_id, reason, cause)
-        self._metrics.record_rejection(cause)
+        if not measurement:
+            self._metrics.record_rejection(cause)
         self._emit(rejected)
         return Submission(request_id, False, reason), rejected
 
@@ -480,7 +495,7 @@ class EngineService:
             self._emit(LoadFailed(error))
         self._loaded.set()
         for job in queued:
-            self._breaker.release()
+            self._release_breaker(job)
             metrics = self._compute(job, None, PartialResult(prompt_tokens=job.prompt_tokens), "failed")
             self._emit(Failed(job.request_id, f"the engine failed to load: {error}", metrics))
 
@@ -554,8 +569,8 @@ class EngineService:
         self._held_transitions.events = held = []
         try:
             if outcome == "cancelled" or not counts_for_breaker:
-                self._breaker.release()
-            else:
+                self._release_breaker(job)
+            elif not job.measurement:
                 self._breaker.on_result(metrics.e2e_ms, failed=outcome == "failed")
         finally:
             self._held_transitions.events = None
@@ -574,8 +589,13 @@ class EngineService:
         with self._lock:
             self._running = None
 
+    def _release_breaker(self, job: _Job) -> None:
+        """Give back the permit the job took at submission (measurements take none)."""
+        if not job.measurement:
+            self._breaker.release()
+
     def _cancel_unstarted(self, job: _Job) -> None:
-        self._breaker.release()
+        self._release_breaker(job)
         never_ran = PartialResult(prompt_tokens=job.prompt_tokens, stop_reason=StopReason.CANCELLED)
         metrics = self._compute(job, None, never_ran, "cancelled")
         self._emit(Cancelled(job.request_id, "", (), metrics))
@@ -585,7 +605,8 @@ class EngineService:
     ) -> RequestMetrics:
         mode = self._mode.effective if self._mode is not None else None
         metrics = compute_metrics(job.accepted_ns, started_ns, output, time.perf_counter_ns(), mode, outcome)
-        self._metrics.record(metrics)
+        if not job.measurement:
+            self._metrics.record(metrics)
         return metrics
 
     def _close_backend(self) -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 from fakes import FakeBackend
 
+from antinet_tui.runtime.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from antinet_tui.runtime.experiment import Experiment, ExperimentPlan, PlanError, schedule
 from antinet_tui.runtime.service import EngineService
 
@@ -107,7 +108,18 @@ def test_abort_mid_run_cancels_the_run_in_flight():
         assert report.results == [] and report.stopped == "stopped by the operator after 0 of 4 runs"
 
 
-def test_a_breaker_that_opens_stops_the_experiment_with_its_reason(service):
+def test_the_operators_isolation_stops_the_experiment_with_its_reason(service):
     service.isolate_breaker()
     report = Experiment(service, ExperimentPlan(("burst", "default"), (2,), runs=1, warmup=0)).run()
-    assert report.results == [] and "breaker" in report.stopped
+    assert report.results == [] and "breaker isolated by the operator" in report.stopped
+
+
+def test_runs_slower_than_the_breakers_threshold_neither_trip_it_nor_fill_the_latency_history():
+    breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=2, slow_call_ms=1))
+    with EngineService(FakeBackend(token_delay_s=0.002), session_log=None, breaker=breaker) as service:
+        assert service.wait_ready(5)
+        report = Experiment(service, ExperimentPlan(("burst", "default"), (4,), runs=3, warmup=1)).run()
+        assert report.stopped is None and len(report.results) == 8
+        assert all(r.metrics.e2e_ms > 1 for r in report.results)  # every run "slow"
+        assert breaker.state is BreakerState.CLOSED and breaker.snapshot().calls_in_window == 0
+        assert service.metrics.outcome_counts()["finished"] == 0

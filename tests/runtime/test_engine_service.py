@@ -295,6 +295,22 @@ def test_a_slow_backend_trips_the_breaker_and_requests_are_refused_with_the_reas
     assert service.metrics.breaker_counts() == {"open": 1, "half_open": 1, "closed": 1}
 
 
+def test_a_measurement_passes_an_open_breaker_and_is_kept_out_of_its_window_and_the_history(running):
+    clock = FakeClock()
+    breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=1, slow_call_ms=20), clock=clock)
+    service, events = running(FakeBackend(token_delay_s=0.01), breaker=breaker)
+    slow = GenerationRequest("slow", max_new_tokens=4, ignore_eos=True)  # >= 40 ms
+    service.generate_sync(slow)
+    assert breaker.state is BreakerState.OPEN
+    measured = service.generate_sync(slow, measurement=True)
+    assert isinstance(measured, Finished) and measured.metrics.e2e_ms > 20
+    assert breaker.state is BreakerState.OPEN and breaker.snapshot().calls_in_window == 1
+    assert service.metrics.outcome_counts()["finished"] == 1  # the operator's call only
+    service.isolate_breaker()  # the operator's isolation stops measurements too
+    refused = service.generate_sync(slow, measurement=True)
+    assert isinstance(refused, Rejected) and refused.reason.startswith("breaker isolated by the operator")
+
+
 def test_a_cancelled_probe_gives_its_permit_back(running):
     clock = FakeClock()
     breaker = CircuitBreaker(BreakerConfig(minimum_calls=1), clock=clock)
