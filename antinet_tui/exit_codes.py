@@ -12,6 +12,7 @@ class Exit(IntEnum):
     NOT_CONFIGURED = 5  # AI Hub: qai-hub missing, no API token, token rejected
     UNREACHABLE = 6  # AI Hub: no network, service down
     INTERRUPTED = 130  # Ctrl-C
+    BROKEN_PIPE = 141  # the reader of stdout went away (`| head`); 128 + SIGPIPE, as the shell reports
 
 
 EXIT_CODES_HELP = "exit codes: " + ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in Exit)

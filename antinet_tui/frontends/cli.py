@@ -94,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), Exit.USAGE)
     except KeyboardInterrupt:  # Ctrl-C while loading or between requests
         return int(Exit.INTERRUPTED)
+    except BrokenPipeError:
+        # Output nobody reads is no error to report; point stdout at /dev/null so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(Exit.BROKEN_PIPE)
 
 
 def log_path():
@@ -147,8 +152,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     def on_token(event) -> None:
         if show_stream and event.text:
-            stream.write(event.text)
-            stream.flush()
+            try:
+                stream.write(event.text)
+                stream.flush()
+            except BrokenPipeError:  # the reader went away (`| head`): stop generating for nobody
+                service.cancel(event.request_id)
 
     try:
         try:
