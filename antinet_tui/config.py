@@ -46,10 +46,10 @@ class Settings:
     theme: str | None = None
 
 
-def config_path() -> Path:
-    env = os.environ.get(ENV_PREFIX + "CONFIG")
-    if env:
-        return Path(env)
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    named = (os.environ if env is None else env).get(ENV_PREFIX + "CONFIG")
+    if named:
+        return Path(named)
     import platformdirs
 
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
@@ -98,15 +98,20 @@ def _field_types() -> dict[str, type]:
 def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
                   path: Path | None = None) -> Settings:
     env = os.environ if env is None else env
-    path = path or config_path()
+    named = path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))  # then it must exist
+    path = path or config_path(env)
     types = _field_types()
     values: dict[str, Any] = {}
 
-    if path.exists():
+    if named or path.exists():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file (named by ${ENV_PREFIX}CONFIG)") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in types:

@@ -122,6 +122,16 @@ def test_bad_config_file_is_named(tmp_path, tiny_model):
     assert done.returncode == 2 and f"{config}: temperature must be float, got 'hot'" in done.stderr
 
 
+@pytest.mark.parametrize("where,message", [
+    ("missing.toml", "no such config file (named by $ANTINET_CONFIG)"),
+    (".", "cannot read the config file: Is a directory"),
+])
+def test_a_named_config_file_that_cannot_be_read_is_a_usage_error(tmp_path, tiny_model, where, message):
+    config = (tmp_path / where).resolve()
+    done = cli("run", "hi", "--model", tiny_model, "--no-log", env={"ANTINET_CONFIG": str(config)})
+    assert done.returncode == 2 and f"{config}: {message}" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_env_and_flags_layer_over_the_config_file(tmp_path, tiny_model):
     config = tmp_path / "config.toml"
     config.write_text("max_new_tokens = 2\ntemperature = 0\n")
@@ -158,6 +168,16 @@ def test_ctrl_c_cancels_keeps_the_output_and_exits_130(real_model, sigint_raises
     rest, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert len(first + rest) > 20 and "cancelled after" in err and "Traceback" not in err
+
+
+def test_a_reader_that_goes_away_ends_the_run_quietly(real_model):
+    proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "run", "Write a very long story about a dragon.",
+                             "--max-new-tokens", "400", "--temperature", "0", "--no-log"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.read(5)
+    proc.stdout.close()  # what `antinet-tui run ... | head -c 5` does
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and err == ""
 
 
 def test_france_on_the_real_model(real_model):
