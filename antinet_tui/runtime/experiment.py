@@ -237,9 +237,9 @@ class Experiment:
         self._stop = threading.Event()
 
     def abort(self) -> None:
-        """Stop now (from any thread): the run in flight is cancelled; finished runs are kept."""
+        """Stop now (from any thread): the run in flight is cancelled (only ours, never an
+        operator's request); finished runs are kept."""
         self._stop.set()
-        self.service.cancel()
 
     def run(self) -> ExperimentReport:
         stop = self._stop
@@ -254,11 +254,17 @@ class Experiment:
                 if stop.is_set():
                     report.stop_by_operator(done - 1, len(runs))
                     break
-                readback = self._apply_mode(scheduled.mode)
+                try:
+                    readback = self._apply_mode(scheduled.mode)
+                except ExperimentError:
+                    if not stop.is_set():
+                        raise
+                    report.stop_by_operator(done - 1, len(runs))
+                    break
                 request = GenerationRequest(self.plan.prompts[scheduled.prompt_index],
                                             max_new_tokens=scheduled.token_count, temperature=0.0,
                                             ignore_eos=True)
-                outcome = service.generate_sync(request, measurement=True)
+                outcome = service.generate_sync(request, measurement=True, stop=stop)
                 if isinstance(outcome, Cancelled) or stop.is_set():  # abort(), or Ctrl-C in generate_sync
                     report.stop_by_operator(done - 1, len(runs))
                     break
@@ -273,9 +279,14 @@ class Experiment:
                 if self.on_run:
                     self.on_run(result, done, len(runs))
         finally:
-            if initial_mode is not None and initial_mode != (service.current_mode and service.current_mode.requested):
+            current = service.current_mode.requested if service.current_mode else None
+            if initial_mode is not None and (stop.is_set() or initial_mode != current):
                 try:  # leave the engine as the operator had it
-                    self._apply_mode(initial_mode)
+                    if stop.is_set():  # no waiting once aborted (a change of ours may still be pending:
+                        # this one replaces it); it applies before the next request
+                        service.set_mode(initial_mode, requested_by="experiment")
+                    else:
+                        self._apply_mode(initial_mode)
                 except (EngineError, ExperimentError) as exc:
                     report.warnings.append(f"could not restore mode {initial_mode!r}: {exc}")
             record, warnings = conditions.describe(before, conditions.snapshot())

@@ -307,12 +307,13 @@ class EngineService:
         on_token: Callable[[Token], None] | None = None,
         timeout: float | None = None,
         measurement: bool = False,
+        stop: threading.Event | None = None,
     ) -> TerminalEvent:
         """Submit (see `submit`) and block until the request's terminal event, which is returned.
 
-        `on_token` runs on the dispatcher thread. On timeout, or on KeyboardInterrupt in
-        the calling thread, the request is cancelled and its Cancelled event returned
-        (with what was generated so far)."""
+        `on_token` runs on the dispatcher thread. On timeout, when `stop` is set (from any
+        thread), or on KeyboardInterrupt in the calling thread, this request (and no other)
+        is cancelled and its Cancelled event returned (with what was generated so far)."""
         if self._state == "not_started":
             raise RuntimeError("call start() before generate_sync()")
         request_id = next(self._ids)
@@ -334,7 +335,7 @@ class EngineService:
                 _, rejected = self._submit(request, request_id, measurement)
                 if rejected is not None:
                     return rejected
-                if not self._wait(done, timeout):
+                if not self._wait(done, timeout, stop):
                     self.cancel(request_id)
                     self._wait(done, None)
             except KeyboardInterrupt:
@@ -438,14 +439,17 @@ class EngineService:
             return f"queue full: {len(self._queue)} requests waiting", "queue_full"
         return None
 
-    def _wait(self, done: threading.Event, timeout: float | None) -> bool:
-        """Wait in short slices: stays responsive to Ctrl-C, and gives up if the
-        dispatcher is gone (a shutdown that could not deliver the terminal event)."""
+    def _wait(self, done: threading.Event, timeout: float | None, stop: threading.Event | None = None) -> bool:
+        """Wait in short slices: stays responsive to Ctrl-C and to `stop`, and gives up if
+        the dispatcher is gone (a shutdown that could not deliver the terminal event).
+        False on timeout or stop."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not done.wait(0.1):
             if not self._dispatcher.is_alive() and self._stopping.is_set() and not done.is_set():
                 raise EngineError("the service stopped before the request ended")
             if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if stop is not None and stop.is_set():
                 return False
         return True
 

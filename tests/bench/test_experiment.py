@@ -6,10 +6,12 @@ import threading
 import time
 
 import pytest
-from fakes import FakeBackend
+from fakes import EventRecorder, FakeBackend, wait_until
 
+from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from antinet_tui.runtime.experiment import Experiment, ExperimentPlan, PlanError, schedule
+from antinet_tui.runtime.events import Finished
 from antinet_tui.runtime.service import EngineService
 
 
@@ -106,6 +108,25 @@ def test_abort_mid_run_cancels_the_run_in_flight():
         report = experiment.run()
         assert time.monotonic() - started < 3
         assert report.results == [] and report.stopped == "stopped by the operator after 0 of 4 runs"
+
+
+def test_abort_while_waiting_behind_an_operators_request_leaves_that_request_alone():
+    gate = threading.Event()
+    backend = FakeBackend(start_gate=gate)
+    with EngineService(backend, session_log=None, initial_mode="default") as service:
+        assert service.wait_ready(5)
+        events = EventRecorder()
+        service.subscribe(events)
+        mine = service.submit(GenerationRequest("mine", max_new_tokens=3)).request_id
+        assert backend.started_requests.acquire(timeout=5)  # running, held at the gate
+        experiment = Experiment(service, ExperimentPlan(("burst", "default"), (2,), runs=1, warmup=0))
+        threading.Timer(0.3, experiment.abort).start()  # while its first mode change waits for "mine"
+        report = experiment.run()
+        assert report.interrupted and report.stopped == "stopped by the operator after 0 of 2 runs"
+        gate.set()
+        assert isinstance(events.wait_for(lambda e: e.request_id == mine and e.kind in ("finished", "cancelled")),
+                          Finished)
+        wait_until(lambda: backend.applied_modes[-1:] == ["default"])  # the operator's mode, back in force
 
 
 def test_the_operators_isolation_stops_the_experiment_with_its_reason(service):
