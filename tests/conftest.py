@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(root / "state"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(root / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "xdg-cache"))
-    monkeypatch.delenv("ANTINET_MODEL", raising=False)
+    for name in list(os.environ):  # the developer's own settings and colour choices stay out
+        if (name.startswith("ANTINET_") and name != "ANTINET_CACHE_DIR") or name in ("NO_COLOR", "FORCE_COLOR"):
+            monkeypatch.delenv(name)
     return root
 
 

@@ -74,6 +74,7 @@ class FakeBackend:
         fail_on_token: int | None = None,  # raise when about to emit this (1-based) token
         fail_with: type[Exception] = FakeBackendError,
         start_gate: threading.Event | None = None,  # generate waits for it (or cancel) first
+        load_gate: threading.Event | None = None,  # load waits for it before finishing
         nice_permitted: bool = True,  # False: burst's raised priority is refused, as without CAP_SYS_NICE
         mode_errors: dict[str, Exception] | None = None,  # apply_mode(name) raises this
         respects_cancel: bool = True,  # False: a backend that never checks the flag
@@ -89,6 +90,7 @@ class FakeBackend:
         self.fail_on_token = fail_on_token
         self.fail_with = fail_with
         self.start_gate = start_gate
+        self.load_gate = load_gate
         self.nice_permitted = nice_permitted
         self.mode_errors = dict(mode_errors or {})
         self.respects_cancel = respects_cancel
@@ -117,6 +119,8 @@ class FakeBackend:
                 on_progress(fraction, message)
             if fraction < 1.0 and self.load_delay_s:
                 time.sleep(self.load_delay_s / 2)
+        if self.load_gate is not None:
+            self.load_gate.wait(30)
         if self.load_error is not None:
             raise self.load_error
         self._info = ModelInfo(

@@ -3,7 +3,7 @@ loads the real model in the background and answers the France prompt on screen."
 
 from __future__ import annotations
 
-from app_helpers import screen_text, wait_until
+from app_helpers import wait_for_text, wait_until
 from fake_backend import FixedSampler
 
 from antinet_tui.config import Settings
@@ -27,8 +27,7 @@ async def test_the_france_prompt_answers_paris_on_screen(real_model, tmp_path):
             await wait_until(
                 pilot, lambda: 1 in app.exchanges and app.exchanges[1].outcome == "finished", "the answer", timeout=180
             )
-            await pilot.pause(0.2)
-            assert "Paris" in screen_text(app)
+            await wait_for_text(pilot, "Paris")
             assert "mode default" in str(app.exchanges[1].figures.content)
     finally:
         service.shutdown()

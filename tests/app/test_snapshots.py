@@ -6,7 +6,7 @@ clock, a fixed psutil sample taken once, seeded latency figures, no cursor blink
 from __future__ import annotations
 
 import pytest
-from app_helpers import wait_until
+from app_helpers import notifications, wait_until
 from fake_backend import PausingBackend, seeded_metrics
 from fakes import FakeBackend
 
@@ -21,7 +21,8 @@ SETTINGS = Settings(no_log=True, refresh_s=3600)  # one psutil sample, at start
 async def settle(pilot) -> None:
     app = pilot.app
     await wait_until(pilot, lambda: app.service.state == "ready" and "ready" in str(app._status.content), "ready")
-    await wait_until(pilot, lambda: app.dashboard.query_one("#system-cpu").content, "the system sample")
+    # the pane starts as "CPU n/a": wait for the sampler thread's first sample to be drawn
+    await wait_until(pilot, lambda: "%" in str(app.dashboard.query_one("#system-cpu").content), "the system sample")
     app.dashboard.query_one(PromptInput).cursor_blink = False
 
 
@@ -73,6 +74,8 @@ def test_breaker_open(snap_compare, make_app):
             await wait_until(pilot, lambda n=n: app.exchanges[n].outcome == "failed", f"call {n} to fail")
         await wait_until(pilot, lambda: app.service.breaker.state is BreakerState.OPEN, "the breaker to open")
         await wait_until(pilot, lambda: "OPEN" in str(app.dashboard.query_one("#breaker-state").content), "OPEN")
+        # the pane reads the breaker itself; its transition's toast arrives as an event, maybe later
+        await wait_until(pilot, lambda: any(n.startswith("Breaker") for n in notifications(app)), "the toast")
         await finish(pilot)
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)

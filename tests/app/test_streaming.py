@@ -58,7 +58,7 @@ async def test_tokens_show_before_the_answer_ends(make_app):
         await wait_for_text(pilot, "ready")
         await send(pilot, "hello")
         await wait_for_text(pilot, "The quick brown fox")
-        assert "generating… 4 tokens" in screen_text(app)
+        await wait_for_text(pilot, "generating… 4 tokens")  # the figures line is drawn separately
         assert "jumps" not in screen_text(app)
         backend.resume.set()
         await wait_until(pilot, lambda: app.exchanges[1].outcome == "finished", "the rest of the answer")
@@ -151,7 +151,7 @@ async def test_a_full_queue_is_refused_with_the_runtime_message(make_app):
         await send(pilot, "queued")
         await send(pilot, "one too many")
         await wait_until(pilot, lambda: any("queue full" in n for n in notifications(app)), "refusal")
-        assert "queue 1" in screen_text(app)
+        await wait_for_text(pilot, "queue 1")  # from the Accepted event, which may arrive after the toast
         backend.resume.set()
 
 

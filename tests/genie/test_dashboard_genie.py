@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "app"))
 
-from app_helpers import screen_text, wait_until  # noqa: E402
+from app_helpers import screen_text, wait_for_text, wait_until  # noqa: E402
 from fake_backend import FixedSampler  # noqa: E402
 
 from antinet_tui.config import Settings  # noqa: E402
@@ -30,6 +30,7 @@ async def test_a_genie_answer_streams_into_the_dashboard(bundle, make_backend, t
             await pilot.press("enter")
             await wait_until(pilot, lambda: app.records and app.records[1].outcome == "finished", "the answer", 30)
             assert app.records[1].text.split() == [f"w{i}" for i in range(12)]
-            assert "genie" in screen_text(app) and "w11" in screen_text(app)
+            await wait_for_text(pilot, "w11")  # the answer's widget draws after the record is complete
+            assert "genie" in screen_text(app)
     finally:
         service.shutdown()

@@ -80,9 +80,11 @@ def test_loads_on_the_engine_thread_and_reports_progress(running):
 
 
 def test_requests_submitted_while_loading_wait_and_then_run(running):
-    service, events = running(FakeBackend(load_delay_s=0.2))
+    loading = threading.Event()
+    service, events = running(FakeBackend(load_gate=loading))
     submission = service.submit(GenerationRequest("early bird"))
     assert submission == Submission(submission.request_id, True, None)
+    loading.set()
     finished = events.wait_for(is_(Finished, submission.request_id))
     kinds = events.kinds()
     assert kinds.index("loaded") < kinds.index("started")
@@ -90,16 +92,20 @@ def test_requests_submitted_while_loading_wait_and_then_run(running):
 
 
 def test_a_prompt_too_long_found_only_after_loading_fails_the_request(running):
-    service, events = running(FakeBackend(load_delay_s=0.2, context_length=10))
+    loading = threading.Event()
+    service, events = running(FakeBackend(load_gate=loading, context_length=10))
     submission = service.submit(GenerationRequest("one two three four five", max_new_tokens=4))  # 5 + 6 template
+    loading.set()
     failed = events.wait_for(is_(Failed, submission.request_id))
     assert failed.error == "prompt is 11 tokens; the context holds 10"
     assert service.breaker.snapshot().calls_in_window == 0  # the request's fault, not the engine's
 
 
 def test_a_load_failure_fails_queued_requests_and_refuses_new_ones(running):
-    service, events = running(FakeBackend(load_delay_s=0.2, load_error=ModelFormatError("not a GGUF file")))
+    loading = threading.Event()
+    service, events = running(FakeBackend(load_gate=loading, load_error=ModelFormatError("not a GGUF file")))
     queued = service.submit(GenerationRequest("hi"))
+    loading.set()
     assert not service.wait_ready(5)
     assert service.state == "failed" and service.load_error == "not a GGUF file"
     assert events.wait_for(is_(LoadFailed)).error == "not a GGUF file"
@@ -160,8 +166,8 @@ def test_cancel_mid_stream_takes_effect_within_one_decode_step(running):
     service, events = running(backend)
     request_id = service.submit(LONG).request_id
     events.wait_for(lambda e: isinstance(e, Token) and e.index == 3)
-    steps_at_cancel = backend.decode_steps
     assert service.cancel(request_id)
+    steps_at_cancel = backend.decode_steps  # read after: a step that began before the cancel may end
     cancelled = events.wait_for(is_(Cancelled, request_id))
     assert backend.decode_steps - steps_at_cancel <= 1
 
@@ -272,20 +278,20 @@ def test_an_invalid_request_from_the_backend_is_not_held_against_the_engine(runn
 
 def test_a_slow_backend_trips_the_breaker_and_requests_are_refused_with_the_reason(running):
     clock = FakeClock()
-    breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=2, slow_call_ms=20), clock=clock)
-    backend = FakeBackend(token_delay_s=0.01)
+    breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=2, slow_call_ms=200), clock=clock)
+    backend = FakeBackend(token_delay_s=0.06)
     service, events = running(backend, breaker=breaker)
-    slow = GenerationRequest("slow", max_new_tokens=4, ignore_eos=True)  # >= 40 ms
+    slow = GenerationRequest("slow", max_new_tokens=4, ignore_eos=True)  # >= 240 ms; the probe below must take < 200 ms
     first, second = service.generate_sync(slow), service.generate_sync(slow)
-    assert first.metrics.e2e_ms > 20 and second.metrics.e2e_ms > 20
+    assert first.metrics.e2e_ms > 200 and second.metrics.e2e_ms > 200
     transition = events.wait_for(is_(BreakerTransition))
     assert (transition.from_state, transition.to_state) == (BreakerState.CLOSED, BreakerState.OPEN)
-    assert transition.reason == "2 of the last 2 calls were slower than 20 ms"
+    assert transition.reason == "2 of the last 2 calls were slower than 200 ms"
     assert events.events.index(transition) == events.events.index(second) + 1  # caused by it, told after it
 
     refused = service.generate_sync(GenerationRequest("please"))
     assert isinstance(refused, Rejected) and refused.cause == "breaker_open"
-    assert refused.reason == "breaker open: 2 of the last 2 calls were slower than 20 ms; next probe in 30 s"
+    assert refused.reason == "breaker open: 2 of the last 2 calls were slower than 200 ms; next probe in 30 s"
     assert backend.generate_calls == 2
 
     clock.now += 30  # the probe goes through, is fast, and closes the breaker
@@ -369,13 +375,15 @@ def test_set_mode_while_idle_applies_it_and_reports_the_readback(running):
 
 
 def test_set_mode_during_a_request_is_deferred_to_the_next_one(running):
-    backend = FakeBackend(token_delay_s=0.01)
+    gate = threading.Event()
+    backend = FakeBackend(start_gate=gate)
     service, events = running(backend)
     first = service.submit(GenerationRequest("first", max_new_tokens=5, ignore_eos=True)).request_id
     second = service.submit(GenerationRequest("second", max_new_tokens=2)).request_id
-    events.wait_for(is_(Token, first))
+    assert backend.started_requests.acquire(timeout=5)  # "first" runs, held at the gate
     service.set_mode("burst", requested_by="experiment")
     deferred = events.wait_for(is_(ModeChanged))
+    gate.set()
     assert (deferred.deferred, deferred.readback, deferred.requested) == (True, None, "burst")
     done_first = events.wait_for(is_(Finished, first))
     done_second = events.wait_for(is_(Finished, second))
@@ -524,7 +532,7 @@ def test_shutdown_during_generation_joins_within_one_second(running):
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
     assert backend.closed and service.state == "stopped"
-    assert not any(t.name in ("antinet-engine", "antinet-events") for t in threading.enumerate())
+    assert not service._engine_thread.is_alive() and not service._dispatcher.is_alive()
     assert events.of(running_id)[-1].kind == "cancelled" and events.of(queued_id)[-1].kind == "cancelled"
     assert service.submit(GenerationRequest("hi")).reason == "the engine is shut down"
     service.shutdown()  # idempotent
