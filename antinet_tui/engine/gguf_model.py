@@ -14,6 +14,7 @@ over a second per token) and lay the weights out for the forward pass:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from antinet_tui.engine.errors import ModelFormatError, ModelNotFound
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
 GGUF_MAGIC = b"GGUF"
@@ -66,10 +69,12 @@ class GGUFFile:
 
         try:
             self.reader = GGUFReader(self.path)
-        except Exception as exc:  # the reader's own errors are low-level (reshape, index)
+        except Exception as exc:  # the reader's own errors are low-level (reshape, index): to the log
+            logger.info("GGUFReader failed on %s", self.path, exc_info=True)
             raise ModelFormatError(
-                f"{self.path} is a truncated or corrupt GGUF file "
-                f"({self.path.stat().st_size:,} bytes): {exc}"
+                f"{self.path} is a truncated or corrupt GGUF file ({self.path.stat().st_size:,} bytes): "
+                f"its header or tensor data is cut short or damaged ({type(exc).__name__}); "
+                "download or convert the model again"
             ) from None
         self.tensors = {t.name: t for t in self.reader.tensors}
         size = self.path.stat().st_size

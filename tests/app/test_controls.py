@@ -221,7 +221,7 @@ async def test_export_writes_json_and_markdown_of_this_session(make_app, tmp_pat
         await send(pilot, "Tell me about foxes")
         await wait_until(pilot, lambda: app.records[1].outcome == "finished", "the answer")
         palette(app)["Export the session"].callback()
-        await wait_until(pilot, lambda: any("Exported 1 requests" in n for n in notifications(app)), "the export")
+        await wait_until(pilot, lambda: any("Exported 1 request:" in n for n in notifications(app)), "the export")
     exports = tmp_path / "exports"
     document = json.loads(next(exports.glob("*.json")).read_text())
     assert document["model"] == "fake-tiny"

@@ -91,9 +91,10 @@ async def test_escape_stops_the_answer_and_keeps_the_partial_text(make_app):
         await wait_for_text(pilot, "The quick brown")
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.exchanges[1].outcome == "stopped", "the answer to stop")
+        await wait_for_text(pilot, "■ stopped · TTFT")
         text = screen_text(app)
         assert "The quick brown" in text and "fox" not in text
-        assert "■ stopped after 3 tokens" in text
+        assert "3 tokens (cancelled)" in text and text.count("3 tokens") == 1
         assert app.records[1].outcome == "cancelled"
         assert isinstance(app.focused, PromptInput)  # Esc with something to stop does not leave the prompt
 
@@ -155,7 +156,7 @@ async def test_a_full_queue_is_refused_with_the_runtime_message(make_app):
         backend.resume.set()
 
 
-async def test_a_load_failure_is_shown_and_the_app_keeps_running(make_app):
+async def test_a_load_failure_is_shown_the_app_keeps_running_and_exits_3(make_app):
     app = make_app(FakeBackend(load_error=RuntimeError("weights are corrupt")))
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_text(pilot, "load failed")
@@ -163,6 +164,12 @@ async def test_a_load_failure_is_shown_and_the_app_keeps_running(make_app):
         await send(pilot, "hello")
         await wait_until(pilot, lambda: any("the engine failed to load" in n for n in notifications(app)), "refusal")
         assert app.is_running
+        app.clear_notifications()
+        await wait_for_text(pilot, "The model could not be loaded.")  # in the answers pane, where the hint was
+        assert "weights are corrupt" in screen_text(app) and "--model PATH" in screen_text(app)
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_code == 3  # as the CLI's "model could not be loaded"
 
 
 async def test_ctrl_q_quits_promptly_during_a_generation(make_app):

@@ -167,8 +167,11 @@ def test_truncated_gguf(tmp_path, tiny_model, keep):
     data = tiny_model.read_bytes()
     path = tmp_path / "cut.gguf"
     path.write_bytes(data[:int(len(data) * keep) if keep < 1 else keep])
-    with pytest.raises(ModelFormatError, match="truncated"):
+    with pytest.raises(ModelFormatError, match="truncated") as err:
         loaded(path, use_cache=False)
+    # either the tensor that runs past the end is named, or the fix is; never numpy's jargon
+    assert "ends at byte" in str(err.value) or "download or convert the model again" in str(err.value)
+    assert "reshape" not in str(err.value) and "dtype" not in str(err.value)
 
 
 def test_unsupported_architecture_is_named(tmp_path):

@@ -34,6 +34,7 @@ from antinet_tui.config import APP_NAME, Settings
 from antinet_tui.config import export_dir as config_export_dir
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.exit_codes import Exit
 from antinet_tui.frontends.app import keys
 from antinet_tui.frontends.app.bridge import EngineBridge, EventsReady
 from antinet_tui.frontends.app.commands import DEFAULT_SOURCES, CommandSource
@@ -165,6 +166,7 @@ class DashboardApp(App[int]):
             )
         elif self.service.state == "failed":
             self._status.change(engine=f"load failed: {self.service.load_error}")
+            self.dashboard.query_one(Conversation).show_load_failure(self.service.load_error or "")
 
     async def action_quit(self) -> None:
         """Quit promptly, even mid-answer: the engine stops within one decode step and the
@@ -172,9 +174,10 @@ class DashboardApp(App[int]):
         self._stop_listening()
         if self.running_experiment is not None:
             self.running_experiment.abort()  # its thread worker ends within one decode step
+        failed = self.service.state == "failed"  # the exit code says so, as the CLI's does
         if self.owns_service:
             await asyncio.to_thread(self.service.shutdown, SHUTDOWN_TIMEOUT_S)
-        self.exit(0)
+        self.exit(return_code=int(Exit.MODEL) if failed else 0)
 
     def on_unmount(self) -> None:
         self._stop_listening()
@@ -236,6 +239,7 @@ class DashboardApp(App[int]):
             self._show_mode()
         elif isinstance(event, LoadFailed):
             self._status.change(load_fraction=None, engine="load failed")
+            self.dashboard.query_one(Conversation).show_load_failure(event.error)
             self.notify(event.error, title="The model could not be loaded", severity="error", timeout=30)
         elif isinstance(event, Accepted):
             self._status.change(queue=self.service.queue_length)
@@ -483,9 +487,8 @@ class DashboardApp(App[int]):
                 self.notify, f"could not write the export: {exc}", title="Export failed", severity="error", timeout=10
             )
             return
-        self.call_from_thread(
-            self.notify, f"{json_path}\n{md_path}", title=f"Exported {len(records)} requests", timeout=10
-        )
+        noun = "request" if len(records) == 1 else "requests"
+        self.call_from_thread(self.notify, f"{json_path}\n{md_path}", title=f"Exported {len(records)} {noun}", timeout=10)
 
     # -- the palette ------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ APP_KEYS = (
     Key("help-key", "question_mark", "help", "Help", "outside the prompt", show=False),
     Key("toggle-burst", "b", "toggle_burst", "Burst/default mode", "outside the prompt"),
     Key("freeze", "f", "freeze", "Freeze/unfreeze the charts", "outside the prompt"),
-    Key("experiment", "x", "experiment", "Experiment: compare performance modes", "outside the prompt", show=False),
+    Key("experiment", "x", "experiment", "Experiment: compare performance modes", "outside the prompt"),
     Key("isolate-breaker", "i", "isolate_breaker", "Isolate the breaker (refuse requests)", "outside the prompt"),
     Key("reset-breaker", "r", "reset_breaker", "Reset the breaker to CLOSED", "outside the prompt"),
     Key("toggle-chat", "m", "toggle_chat", "Chat template on/off (raw prompt)", "outside the prompt"),
@@ -84,6 +84,7 @@ def bindings() -> list[Binding]:
         "isolate-breaker": "Isolate",
         "reset-breaker": "Reset",
         "toggle-chat": "Chat/raw",
+        "experiment": "Experiment",
     }
     return [
         Binding(

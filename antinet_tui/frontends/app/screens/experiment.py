@@ -41,6 +41,7 @@ class ExperimentScreen(Screen[None]):
         Binding("escape", "stop_or_close", "Stop / close", id="experiment-stop"),
         Binding("ctrl+s", "export", "Export", id="experiment-export"),  # ctrl+e is the Inputs' end-of-line
     ]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # -narrow: the form on two rows
 
     class RunDone(Message):
         def __init__(self, result: RunResult, done: int, total: int) -> None:
@@ -65,15 +66,17 @@ class ExperimentScreen(Screen[None]):
         with Vertical(id="experiment-body") as body:
             body.border_title = "Experiment · compare performance modes"
             with Horizontal(id="experiment-form"):
-                yield Label("modes")
-                yield Input(modes, id="modes")
-                yield Label("tokens")
-                yield Input(tokens, id="tokens")
-                yield Label("runs")
-                yield Input(runs, id="runs", type="integer")
-                yield Label("warm-up")
-                yield Input(warmup, id="warmup", type="integer")
-                yield Button("Start", id="start", variant="primary")
+                with Horizontal(id="experiment-what"):
+                    yield Label("modes")
+                    yield Input(modes, id="modes")
+                    yield Label("tokens")
+                    yield Input(tokens, id="tokens")
+                with Horizontal(id="experiment-how"):
+                    yield Label("runs")
+                    yield Input(runs, id="runs", type="integer")
+                    yield Label("warm-up")
+                    yield Input(warmup, id="warmup", type="integer")
+                    yield Button("Start", id="start", variant="primary")
             yield Static("Interleaved pairs on fixed prompts, greedy, forced token counts; "
                          "Enter or Start runs, Esc stops (finished runs are kept).", id="experiment-status")
             yield ProgressBar(id="experiment-progress", show_eta=False)
@@ -116,6 +119,7 @@ class ExperimentScreen(Screen[None]):
         self.app.running_experiment = self.experiment
         total = len(plan.modes) * len(plan.token_counts) * (plan.runs + plan.warmup)
         self.query_one(ProgressBar).update(total=total, progress=0)
+        self.query_one(ProgressBar).display = True
         self.query_one("#experiment-verdict", Static).update("")
         self._show_table()
         self._status(f"running 0 of {total} runs …")

@@ -31,6 +31,14 @@ class Conversation(VerticalScroll):
     def on_mount(self) -> None:
         self.anchor()
 
+    def show_load_failure(self, error: str) -> None:
+        """Replace the how-to hint: with no model, the prompt cannot be answered."""
+        self.query_one("#conversation-hint", Static).update(Text.assemble(
+            ("The model could not be loaded.\n", "bold red"), f"{error}\n\n",
+            "Quit (ctrl+q) and start again with --model PATH (or $ANTINET_MODEL); "
+            "`antinet-tui info` shows which model would be used.",
+        ))
+
     async def add(self, exchange: Exchange) -> None:
         self.query_one("#conversation-hint").display = False
         await self.mount(exchange)

@@ -81,7 +81,7 @@ class Exchange(Vertical):
             self.outcome = "stopped"
             n = event.metrics.generated_tokens
             line = Text("■ stopped", style="bold")
-            line.append(f" after {n} tokens · {figures}" if n else " before it started")
+            line.append(f" · {figures}" if n else " before it started")  # figures give the count
         else:
             self.outcome = "failed"
             line = Text("✗ failed", style="bold")
