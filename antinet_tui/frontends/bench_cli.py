@@ -22,9 +22,11 @@ def add_bench_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -
         description="Run the modes interleaved on the same prompts, forced to each token count, "
                     "and report medians, spreads and paired ratios with 95 % bootstrap intervals.")
     bench.add_argument("--modes", default="burst,default", help="comma-separated modes (default burst,default)")
-    bench.add_argument("--tokens", default="8,16,32,64", help="comma-separated generated-token counts (default 8,16,32,64)")
+    bench.add_argument("--tokens", default="8,16,32,64",
+                       help="comma-separated generated-token counts (default 8,16,32,64)")
     bench.add_argument("--runs", type=int, default=5, help="measured runs per mode and token count (default 5)")
-    bench.add_argument("--warmup", type=int, default=1, help="discarded warm-up runs per mode and token count (default 1)")
+    bench.add_argument("--warmup", type=int, default=1,
+                       help="discarded warm-up runs per mode and token count (default 1)")
     bench.add_argument("--prompts", help="file with one prompt per line (default: three built-in prompts)")
     bench.add_argument("--format", choices=FORMATS, default="md", help="report format (default md)")
     bench.add_argument("--output", help="write the results here instead of stdout")

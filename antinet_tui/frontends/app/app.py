@@ -488,7 +488,9 @@ class DashboardApp(App[int]):
             )
             return
         noun = "request" if len(records) == 1 else "requests"
-        self.call_from_thread(self.notify, f"{json_path}\n{md_path}", title=f"Exported {len(records)} {noun}", timeout=10)
+        self.call_from_thread(
+            self.notify, f"{json_path}\n{md_path}", title=f"Exported {len(records)} {noun}", timeout=10
+        )
 
     # -- the palette ------------------------------------------------------------------------
 
