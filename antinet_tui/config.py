@@ -13,6 +13,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from antinet_tui.engine.errors import InvalidRequest
+from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.engine.validation import validate_generation
+
 APP_NAME = "antinet-tui"
 ENV_PREFIX = "ANTINET_"
 
@@ -46,8 +50,8 @@ class Settings:
     theme: str | None = None
 
 
-def config_path(env: Mapping[str, str] | None = None) -> Path:
-    named = (os.environ if env is None else env).get(ENV_PREFIX + "CONFIG")
+def config_path() -> Path:
+    named = os.environ.get(ENV_PREFIX + "CONFIG")
     if named:
         return Path(named)
     import platformdirs
@@ -95,31 +99,29 @@ def _field_types() -> dict[str, type]:
     return types
 
 
-def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-                  path: Path | None = None) -> Settings:
-    env = os.environ if env is None else env
-    named = path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))  # then it must exist
-    path = path or config_path(env)
+def load_settings(cli: Mapping[str, Any] | None = None) -> Settings:
     types = _field_types()
     values: dict[str, Any] = {}
 
-    if named or path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        except FileNotFoundError:
+    path = config_path()
+    data: dict[str, Any] = {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except FileNotFoundError:
+        if os.environ.get(ENV_PREFIX + "CONFIG"):  # named explicitly: it must exist
             raise ConfigError(f"{path}: no such config file (named by ${ENV_PREFIX}CONFIG)") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
-        for key, value in data.items():
-            name = key.replace("-", "_")
-            if name not in types:
-                raise ConfigError(f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(types))}")
-            values[name] = _coerce(name, types[name], value, str(path))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in types:
+            raise ConfigError(f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(types))}")
+        values[name] = _coerce(name, types[name], value, str(path))
 
     for name, kind in types.items():
-        raw = env.get(ENV_PREFIX + name.upper())
+        raw = os.environ.get(ENV_PREFIX + name.upper())
         if raw is not None and raw != "":
             values[name] = _coerce(name, kind, raw, f"${ENV_PREFIX}{name.upper()}")
 
@@ -131,18 +133,22 @@ def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     return settings
 
 
-# (setting, smallest allowed value, inclusive?) for the numbers that have a floor
-_RANGES = (("queue_size", 1, True), ("max_new_tokens", 1, True), ("ctx", 1, True), ("top_k", 0, True),
-           ("temperature", 0, True), ("slow_call_ms", 0, False), ("breaker_window", 1, True),
+# (setting, smallest allowed value, inclusive?) for the numbers that have a floor; the
+# generation settings are checked by the engine's own request validation
+_RANGES = (("queue_size", 1, True), ("ctx", 1, True), ("slow_call_ms", 0, False), ("breaker_window", 1, True),
            ("breaker_min_calls", 1, True), ("breaker_wait_s", 0, True), ("breaker_probes", 1, True),
            ("refresh_s", 0.1, True))
 
 
 def _check_ranges(settings: Settings) -> None:
+    try:
+        validate_generation(GenerationRequest("", max_new_tokens=settings.max_new_tokens,
+                                              temperature=settings.temperature, top_k=settings.top_k,
+                                              top_p=settings.top_p, seed=settings.seed))
+    except InvalidRequest as exc:
+        raise ConfigError(str(exc)) from None
     for name, low, inclusive in _RANGES:
         value = getattr(settings, name)
         if value is not None and (value < low if inclusive else value <= low):
             bound = f"at least {low}" if inclusive else f"more than {low}"
             raise ConfigError(f"{name} must be {bound}, got {value}")
-    if not 0 < settings.top_p <= 1:
-        raise ConfigError(f"top_p must be in (0, 1], got {settings.top_p}")

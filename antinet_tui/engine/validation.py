@@ -37,8 +37,15 @@ def validate_request(
     request: GenerationRequest, context_length: int | None = None, prompt_tokens: int | None = None
 ) -> None:
     """The whole request. Checks that need the model (context, token count) are skipped
-    while those are unknown (None): the runtime repeats them once the model is loaded."""
+    while those are unknown (None): the runtime makes them (`validate_fits`) once it knows."""
     validate_prompt(request.prompt)
+    validate_generation(request)
+    if context_length is not None:
+        validate_fits(request, context_length, prompt_tokens)
+
+
+def validate_generation(request: GenerationRequest) -> None:
+    """The generation settings alone (the config file's are checked with this too)."""
     if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
         raise InvalidRequest(f"max_new_tokens must be at least 1, got {request.max_new_tokens!r}")
     if not (math.isfinite(request.temperature) and request.temperature >= 0):
@@ -49,8 +56,10 @@ def validate_request(
         raise InvalidRequest(f"top_k must be >= 0 (0 turns it off), got {request.top_k}")
     if request.seed is not None and not (isinstance(request.seed, int) and 0 <= request.seed < 2**63):
         raise InvalidRequest(f"seed must be an integer from 0 to 2**63-1, got {request.seed!r}")
-    if context_length is None:
-        return
+
+
+def validate_fits(request: GenerationRequest, context_length: int, prompt_tokens: int | None = None) -> None:
+    """Room in the context for the answer and the prompt (needs the model)."""
     if request.max_new_tokens > context_length:
         raise InvalidRequest(f"max_new_tokens is {request.max_new_tokens}; the context holds {context_length}")
     if prompt_tokens is not None and prompt_tokens >= context_length:

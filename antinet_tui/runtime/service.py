@@ -57,7 +57,7 @@ from antinet_tui.engine.protocol import (
     ModeReadback,
     StopReason,
 )
-from antinet_tui.engine.validation import validate_mode, validate_prompt, validate_request
+from antinet_tui.engine.validation import validate_fits, validate_mode, validate_request
 from antinet_tui.runtime.breaker import ISOLATED_REFUSAL, BreakerSnapshot, BreakerState, CircuitBreaker
 from antinet_tui.runtime.events import (
     TERMINAL_EVENTS,
@@ -419,12 +419,10 @@ class EngineService:
         info = self._model_info
         prompt_tokens = None
         try:
-            if info is None:
-                validate_request(request)
-            else:
-                validate_prompt(request.prompt)  # a tokenizer need not cope with bad text
+            validate_request(request)  # before tokenizing: a tokenizer need not cope with bad text
+            if info is not None:
                 prompt_tokens = self._backend.count_prompt_tokens(request)
-                validate_request(request, info.context_length, prompt_tokens)
+                validate_fits(request, info.context_length, prompt_tokens)
         except EngineError as exc:
             return prompt_tokens, (str(exc), "bad_input")
         return prompt_tokens, None
@@ -548,7 +546,7 @@ class EngineService:
         try:
             if job.prompt_tokens is None:  # submitted before the model was loaded
                 job.prompt_tokens = streamed.prompt_tokens = self._backend.count_prompt_tokens(job.request)
-                validate_request(job.request, self._model_info.context_length, job.prompt_tokens)
+                validate_fits(job.request, self._model_info.context_length, job.prompt_tokens)
             result = self._backend.generate(job.request, on_token, job.cancel)
         except InvalidRequest as exc:
             self._conclude(job, started_ns, streamed, "failed", error=_describe(exc), counts_for_breaker=False)

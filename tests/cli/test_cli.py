@@ -58,20 +58,21 @@ def test_run_reads_the_prompt_from_stdin(tiny_model):
     assert done.returncode == 0 and json.loads(done.stdout)["prompt_tokens"] == 4  # a, b, c, newline
 
 
-@pytest.mark.parametrize("args,code,message", [
-    (["run", "   "], 2, "prompt is only whitespace"),
-    (["run", "a\x07b"], 2, "control character U+0007"),
-    (["run", "hi", "--max-new-tokens", "0"], 2, "max_new_tokens must be at least 1"),
-    (["run", "hi", "--max-new-tokens", "100"], 2, "max_new_tokens is 100; the context holds 64"),
-    (["run", "x" * 80, "--raw", "--max-new-tokens", "8"], 2, "prompt is 80 tokens; the context holds 64"),
-    (["run", "hi", "--mode", "turbo"], 2, "unknown mode 'turbo'; valid modes: burst, sustained_high_performance, "
-                                          "default, power_saver"),
-    (["run", "hi", "--backend", "tpu"], 2, "unknown backend 'tpu'; available: numpy, genie"),
-    (["run", "hi", "--seed", "-1"], 2, "seed must be an integer from 0 to 2**63-1, got -1"),
+@pytest.mark.parametrize("args,message", [
+    (["run", "   "], "prompt is only whitespace"),
+    (["run", "a\x07b"], "control character U+0007"),
+    (["run", "hi", "--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
+    (["run", "hi", "--max-new-tokens", "100"], "max_new_tokens is 100; the context holds 64"),
+    (["run", "x" * 80, "--raw", "--max-new-tokens", "8"], "prompt is 80 tokens; the context holds 64"),
+    (["run", "hi", "--mode", "turbo"], "unknown mode 'turbo'; valid modes: burst, sustained_high_performance, "
+                                       "default, power_saver"),
+    (["run", "hi", "--backend", "tpu"], "unknown backend 'tpu'; available: numpy, genie"),
+    (["run", "hi", "--seed", "-1"], "seed must be an integer from 0 to 2**63-1, got -1"),
+    (["run", "hi", "--temperature", "nan"], "temperature must be a finite number >= 0 (0 is greedy), got nan"),
 ])
-def test_bad_input_is_a_clear_message_and_exit_code(tiny_model, args, code, message):
+def test_bad_input_is_a_clear_message_and_exits_2(tiny_model, args, message):
     done = cli(*args, "--model", tiny_model, "--no-log")
-    assert done.returncode == code
+    assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
@@ -92,6 +93,8 @@ def test_settings_out_of_range_and_unwritable_log_exit_2(tiny_model, tmp_path):
     assert done.returncode == 2 and "refresh_s must be at least 0.1, got 0.0" in done.stderr
     done = cli("run", "hi", "--model", tiny_model, env={"ANTINET_QUEUE_SIZE": "0"})
     assert done.returncode == 2 and "queue_size must be at least 1, got 0" in done.stderr
+    done = cli("run", "hi", "--model", tiny_model, env={"ANTINET_TEMPERATURE": "inf"})  # the engine's own rule
+    assert done.returncode == 2 and "temperature must be a finite number >= 0 (0 is greedy), got inf" in done.stderr
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     done = cli("run", "hi", "--model", tiny_model, "--log-file", blocker / "log.jsonl")
