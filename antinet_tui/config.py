@@ -13,10 +13,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from antinet_tui.engine.errors import InvalidRequest
-from antinet_tui.engine.protocol import GenerationRequest
-from antinet_tui.engine.validation import validate_generation
-
 APP_NAME = "antinet-tui"
 ENV_PREFIX = "ANTINET_"
 
@@ -141,6 +137,10 @@ _RANGES = (("queue_size", 1, True), ("ctx", 1, True), ("slow_call_ms", 0, False)
 
 
 def _check_ranges(settings: Settings) -> None:
+    from antinet_tui.engine.errors import InvalidRequest  # not for --help
+    from antinet_tui.engine.protocol import GenerationRequest
+    from antinet_tui.engine.validation import validate_generation
+
     try:
         validate_generation(GenerationRequest("", max_new_tokens=settings.max_new_tokens,
                                               temperature=settings.temperature, top_k=settings.top_k,

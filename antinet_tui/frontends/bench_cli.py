@@ -35,9 +35,8 @@ def add_bench_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -
 
 
 def cmd_bench(args: argparse.Namespace, settings) -> int:
-    from antinet_tui.engine.errors import EngineError
     from antinet_tui.exit_codes import Exit
-    from antinet_tui.frontends.common import exit_for, fail, start_engine
+    from antinet_tui.frontends.common import fail, start_engine
     from antinet_tui.runtime.experiment import DEFAULT_PROMPTS, Experiment, ExperimentError, ExperimentPlan, PlanError
 
     try:
@@ -58,13 +57,8 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
         service = build_service(settings)
     except PlanError as exc:
         return fail(str(exc), Exit.USAGE)
-    except EngineError as exc:
-        return fail(str(exc), exit_for(exc))
     try:
-        try:
-            loaded = start_engine(service, sys.stderr.isatty(), settings.mode)
-        except EngineError as exc:
-            return fail(str(exc), Exit.MODEL)
+        loaded = start_engine(service, sys.stderr.isatty(), settings.mode)
         try:
             plan.validate(loaded.capabilities.mode_names, loaded.model_info.context_length,
                           _longest_prompt(service, plan))

@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_dashboard(settings)
     except ConfigError as exc:  # bad settings, or a session log that cannot be written
         return fail(str(exc), Exit.USAGE)
+    except EngineError as exc:  # a model, backend or mode that cannot be used; commands shut down first
+        return fail(str(exc), exit_for(exc))
     except KeyboardInterrupt:  # Ctrl-C while loading or between requests
         return int(Exit.INTERRUPTED)
     except BrokenPipeError:
@@ -143,10 +145,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         prompt = sys.stdin.read()
     from antinet_tui.frontends.wiring import build_service  # imports numpy: not for --help
 
-    try:
-        service = build_service(settings)
-    except EngineError as exc:
-        return fail(str(exc), exit_for(exc))
+    service = build_service(settings)
     stream = sys.stderr if args.json else sys.stdout
     show_stream = not args.json or sys.stderr.isatty()
 
@@ -159,12 +158,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 service.cancel(event.request_id)
 
     try:
-        try:
-            loaded = start_engine(service, sys.stderr.isatty(), settings.mode)
-        except EngineError as exc:
-            return fail(str(exc), Exit.MODEL)
-        except KeyboardInterrupt:
-            return int(Exit.INTERRUPTED)
+        loaded = start_engine(service, sys.stderr.isatty(), settings.mode)
         outcome = service.generate_sync(_request_from(settings, prompt), on_token=on_token)
         if show_stream and not isinstance(outcome, Rejected):
             stream.write("\n")
@@ -241,14 +235,9 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     from antinet_tui.platform.system_stats import cpu_freq
     from antinet_tui.runtime.events import jsonable
 
-    try:
-        service = build_service(settings)
-    except EngineError as exc:
-        return fail(str(exc), exit_for(exc))
+    service = build_service(settings)
     try:
         loaded = start_engine(service, sys.stderr.isatty() and not args.json, settings.mode)
-    except EngineError as exc:
-        return fail(str(exc), Exit.MODEL)
     finally:
         service.shutdown()
     info, caps, mode = loaded.model_info, loaded.capabilities, service.current_mode

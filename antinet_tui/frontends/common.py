@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import queue
 import sys
+from typing import TYPE_CHECKING
 
 from antinet_tui.config import APP_NAME
 from antinet_tui.engine.errors import EngineError, UnknownBackend, UnknownMode
 from antinet_tui.exit_codes import Exit
-from antinet_tui.runtime.events import Loaded, LoadFailed, LoadProgress, ModeChanged
+
+if TYPE_CHECKING:
+    from antinet_tui.runtime.events import Loaded
 
 
 def fail(message: str, code: Exit) -> int:
@@ -26,6 +29,8 @@ def start_engine(service, show_progress: bool, mode: str | None = None) -> Loade
     """Start the engine thread and block until the model is loaded and, when `mode` was
     asked for, applied. A knob of the mode that could not be set is printed (a mode is
     never silently a no-op); a mode that could not be applied at all raises EngineError."""
+    from antinet_tui.runtime.events import Loaded, LoadFailed, LoadProgress, ModeChanged  # not for --help
+
     events: queue.Queue = queue.Queue()
     unsubscribe = service.subscribe(lambda e: events.put(e) if isinstance(
         e, (Loaded, LoadFailed, LoadProgress, ModeChanged)) else None)

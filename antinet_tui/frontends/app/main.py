@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
-from antinet_tui.config import APP_NAME, Settings
-from antinet_tui.engine.errors import EngineError
+from antinet_tui.config import Settings
 from antinet_tui.frontends.app.app import SHUTDOWN_TIMEOUT_S, DashboardApp
-from antinet_tui.frontends.common import exit_for
 from antinet_tui.frontends.wiring import build_service
 
 
@@ -16,11 +12,7 @@ def run_dashboard(settings: Settings) -> int:
 
     A crash inside the app is not swallowed: Textual prints the traceback and the return
     code is non-zero."""
-    try:
-        service = build_service(settings)
-    except EngineError as exc:
-        print(f"{APP_NAME}: error: {exc}", file=sys.stderr)
-        return int(exit_for(exc))
+    service = build_service(settings)  # its EngineError is the CLI's to report
     app = DashboardApp(service, settings)
     try:
         app.run()
