@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from antinet_tui.fileio import write_atomically
-from antinet_tui.frontends.experiment_report import FORMATS, parse_token_counts, read_prompts, render
+from antinet_tui.frontends.experiment_report import FORMATS, parse_modes, parse_token_counts, read_prompts, render
 
 
 def add_bench_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -> None:
@@ -41,7 +41,7 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
 
     try:
         plan = ExperimentPlan(
-            modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+            modes=parse_modes(args.modes),
             token_counts=parse_token_counts(args.tokens), runs=args.runs, warmup=args.warmup,
             prompts=read_prompts(args.prompts) if args.prompts else DEFAULT_PROMPTS, compare=args.compare)
     except ValueError as exc:
@@ -58,10 +58,9 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
     except PlanError as exc:
         return fail(str(exc), Exit.USAGE)
     try:
-        loaded = start_engine(service, sys.stderr.isatty(), settings.mode)
+        start_engine(service, sys.stderr.isatty(), settings.mode)
         try:
-            plan.validate(loaded.capabilities.mode_names, loaded.model_info.context_length,
-                          _longest_prompt(service, plan))
+            plan.validate_for(service)
         except PlanError as exc:
             return fail(str(exc), Exit.USAGE)
         try:  # Ctrl-C cancels the run in flight; the runs that finished are reported
@@ -88,12 +87,6 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
     if report.stopped:
         return fail(report.stopped, Exit.REJECTED if report.refused else Exit.FAILED)
     return int(Exit.OK)
-
-
-def _longest_prompt(service, plan) -> int:
-    from antinet_tui.engine.protocol import GenerationRequest
-
-    return max(service.count_prompt_tokens(GenerationRequest(p)) for p in plan.prompts)
 
 
 def _progress(result, done: int, total: int) -> None:

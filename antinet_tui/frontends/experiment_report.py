@@ -12,6 +12,10 @@ from pathlib import Path
 FORMATS = ("md", "csv", "json")
 
 
+def parse_modes(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
 def parse_token_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(part) for part in text.split(",") if part.strip())
@@ -33,6 +37,16 @@ def read_prompts(path: str) -> tuple[str, ...]:
     if not prompts:
         raise ValueError(f"the prompts file has no prompts: {path}")
     return prompts
+
+
+def summary_lines(report) -> list[str]:
+    """The verdicts, the tiers under the target and the warnings, a line each."""
+    lines = [f"{c.token_count} tokens: {c.verdict}" for c in report.comparisons()]
+    tiers = report.tiers()
+    if tiers:
+        under = [f"{t['mode']} {t['tokens']}" for t in tiers if t["under_target"]]
+        lines.append(f"median end-to-end under {tiers[0]['target_ms']:.0f} ms: {', '.join(under) or 'none'}")
+    return lines + [f"warning: {w}" for w in report.warnings]
 
 
 def render(report, fmt: str) -> str:

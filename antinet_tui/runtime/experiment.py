@@ -83,6 +83,11 @@ class ExperimentPlan:
                 raise PlanError(f"{too_long[0]} tokens do not fit: the context holds {context_length} tokens "
                                 f"and the longest prompt takes {longest_prompt_tokens}, leaving {room}")
 
+    def validate_for(self, service) -> None:
+        """validate() against a loaded service: its modes, its context, its longest prompt."""
+        longest = max(service.count_prompt_tokens(GenerationRequest(p)) for p in self.prompts)
+        self.validate(service.capabilities.mode_names, service.model_info.context_length, longest)
+
 
 @dataclass(frozen=True)
 class ScheduledRun:
@@ -270,7 +275,7 @@ class Experiment:
                     break
                 if not isinstance(outcome, Finished):
                     report.refused = isinstance(outcome, Rejected)
-                    why = getattr(outcome, "reason", None) or getattr(outcome, "error", None) or "cancelled"
+                    why = outcome.reason if isinstance(outcome, Rejected) else outcome.error
                     report.stopped = f"run {done} of {len(runs)} ({scheduled.mode}, {scheduled.token_count} tokens) " \
                                      f"did not finish: {why}"
                     break

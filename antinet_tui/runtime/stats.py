@@ -42,10 +42,6 @@ class RatioEstimate:
     high: float
     pairs: int
 
-    @property
-    def excludes_one(self) -> bool:
-        return self.low > 1.0 or self.high < 1.0
-
 
 def paired_ratio(numerators: list[float], denominators: list[float], confidence: float = 0.95,
                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> RatioEstimate:

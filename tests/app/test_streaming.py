@@ -60,9 +60,11 @@ async def test_tokens_show_before_the_answer_ends(make_app):
         await wait_for_text(pilot, "The quick brown fox")
         await wait_for_text(pilot, "generating… 4 tokens")  # the figures line is drawn separately
         assert "jumps" not in screen_text(app)
+        assert app._ticking  # the drain timer runs while the answer is generated, even when paused
         backend.resume.set()
         await wait_until(pilot, lambda: app.exchanges[1].outcome == "finished", "the rest of the answer")
         assert "lazy dog" in screen_text(app)
+        await wait_until(pilot, lambda: not app._ticking, "the drain timer to stop when idle")
 
 
 async def test_a_burst_of_tokens_becomes_one_text_message_per_drain(make_app):

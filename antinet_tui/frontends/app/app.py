@@ -40,7 +40,6 @@ from antinet_tui.frontends.app.bridge import EngineBridge, EventsReady
 from antinet_tui.frontends.app.commands import DEFAULT_SOURCES, CommandSource
 from antinet_tui.frontends.app.pacing import DrainPacer
 from antinet_tui.frontends.app.screens.dashboard import DashboardScreen
-from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
 from antinet_tui.frontends.app.screens.help import HelpScreen
 from antinet_tui.frontends.app.session import RequestRecord, export_session
 from antinet_tui.frontends.app.widgets.breaker_pane import LABELS, BreakerPane
@@ -110,6 +109,7 @@ class DashboardApp(App[int]):
         self.owns_service = owns_service
         self.bridge = EngineBridge(self)
         self.pacer = DrainPacer()
+        self._ticking = False  # the drain timer runs (only while an answer is generated)
         self.generation = GenerationSettings(settings.max_new_tokens, settings.temperature, chat=not settings.raw)
         self.records: dict[int, RequestRecord] = {}
         self.exchanges: dict[int, Exchange] = {}
@@ -148,7 +148,6 @@ class DashboardApp(App[int]):
             self.service.start()
         else:
             self._show_running_service()
-        self._drain_tick()
         self.set_interval(BREAKER_POLL_S, self._poll_breaker)
         self._sample_system()
         self._show_generation()
@@ -192,12 +191,20 @@ class DashboardApp(App[int]):
 
     def on_events_ready(self, _: EventsReady) -> None:
         self._drain()
+        if not self._ticking and self.service.is_busy and self.is_running:
+            # an answer is being generated (its Started or first token woke us): tick
+            self._ticking = True
+            self.pacer.resume()
+            self.set_timer(self.pacer.interval, self._drain_tick)
 
     def _drain_tick(self) -> None:
-        """Draw buffered tokens, then come back after the pacer's interval."""
+        """Draw buffered tokens, then come back after the pacer's interval; only while an
+        answer is being generated: idle, no timer runs at all."""
         streaming = self._drain()
-        if self.is_running:
+        if self.is_running and (streaming or self.service.is_busy):
             self.set_timer(self.pacer.next_interval(streaming), self._drain_tick)
+        else:
+            self._ticking = False
 
     def _drain(self) -> bool:
         """Apply buffered events; True when there were tokens among them."""
@@ -275,6 +282,9 @@ class DashboardApp(App[int]):
         self._show_breaker()
 
     def _mode_changed(self, event: ModeChanged) -> None:
+        if event.requested_by == "experiment":  # the Experiment screen reports its own switches
+            self._show_mode()
+            return
         if event.error:
             self.mode_note = f"failed: {event.error}"
             self.notify(event.error, title=f"Mode {event.requested} not applied", severity="error", timeout=10)
@@ -284,8 +294,7 @@ class DashboardApp(App[int]):
             self.mode_note = None
             readback = event.readback
             detail = f"effective {readback.effective}" if readback else ""
-            if event.requested_by != "experiment":  # no toast per experiment run
-                self.notify(detail, title=f"Mode {event.requested}")
+            self.notify(detail, title=f"Mode {event.requested}")
         self._show_mode()
 
     # -- drawing --------------------------------------------------------------------------
@@ -403,6 +412,9 @@ class DashboardApp(App[int]):
             self.push_screen(HelpScreen(self.key_display, self.service.metrics.window))
 
     def action_experiment(self) -> None:
+        # imported on first use: it brings the statistics (numpy), which a Genie session need not load
+        from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
+
         if not isinstance(self.screen, ExperimentScreen):
             self.push_screen(ExperimentScreen())
 

@@ -39,6 +39,10 @@ class DrainPacer:
         self._wall_clock, self._cpu_clock = wall_clock, cpu_clock
         self._wall, self._cpu = wall_clock(), cpu_clock()
 
+    def resume(self) -> None:
+        """Start measuring afresh after an idle spell (which says nothing about redraws)."""
+        self._wall, self._cpu = self._wall_clock(), self._cpu_clock()
+
     def next_interval(self, streaming: bool) -> float:
         """The delay before the next tick; `streaming`: this tick drew tokens."""
         wall, cpu = self._wall_clock(), self._cpu_clock()

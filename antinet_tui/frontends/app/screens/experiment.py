@@ -8,7 +8,6 @@ the result goes to the session log and can be exported as Markdown and JSON.
 
 from __future__ import annotations
 
-import json
 import time
 
 from textual import on, work
@@ -20,9 +19,8 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Static
 
 from antinet_tui.engine.errors import EngineError
-from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.fileio import write_atomically
-from antinet_tui.frontends.experiment_report import parse_token_counts, render_markdown
+from antinet_tui.frontends.experiment_report import parse_modes, parse_token_counts, render, summary_lines
 from antinet_tui.runtime.experiment import (
     DEFAULT_PROMPTS,
     Experiment,
@@ -31,6 +29,7 @@ from antinet_tui.runtime.experiment import (
     ExperimentReport,
     PlanError,
     RunResult,
+    schedule,
 )
 
 COLUMNS = ("mode", "tokens", "runs", "TTFT ms", "decode tok/s", "prefill tok/s", "end-to-end ms")
@@ -49,9 +48,10 @@ class ExperimentScreen(Screen[None]):
             self.result, self.done, self.total = result, done, total
 
     class Ended(Message):
-        def __init__(self, report: ExperimentReport | None, error: str | None = None) -> None:
+        def __init__(self, report: ExperimentReport | None, summary: list[str] | None = None,
+                     error: str | None = None) -> None:
             super().__init__()
-            self.report, self.error = report, error
+            self.report, self.summary, self.error = report, summary or [], error
 
     def __init__(self, modes: str = "burst,default", tokens: str = "16,64", runs: int = 5, warmup: int = 1):
         super().__init__(id="experiment")
@@ -104,20 +104,19 @@ class ExperimentScreen(Screen[None]):
             return
         try:
             plan = ExperimentPlan(
-                modes=tuple(m.strip() for m in self.query_one("#modes", Input).value.split(",") if m.strip()),
+                modes=parse_modes(self.query_one("#modes", Input).value),
                 token_counts=parse_token_counts(self.query_one("#tokens", Input).value),
                 runs=int(self.query_one("#runs", Input).value or 0),
                 warmup=int(self.query_one("#warmup", Input).value or 0),
                 prompts=DEFAULT_PROMPTS)
-            longest = max(service.count_prompt_tokens(GenerationRequest(p)) for p in plan.prompts)
-            plan.validate(service.capabilities.mode_names, service.model_info.context_length, longest)
+            plan.validate_for(service)
         except (PlanError, ValueError) as exc:
             self.notify(str(exc), title="Cannot start the experiment", severity="error", timeout=10)
             return
         self.plan, self.results, self.report = plan, [], None
         self.experiment = Experiment(service, plan, on_run=lambda r, d, t: self.post_message(self.RunDone(r, d, t)))
         self.app.running_experiment = self.experiment
-        total = len(plan.modes) * len(plan.token_counts) * (plan.runs + plan.warmup)
+        total = len(schedule(plan))
         self.query_one(ProgressBar).update(total=total, progress=0)
         self.query_one(ProgressBar).display = True
         self.query_one("#experiment-verdict", Static).update("")
@@ -130,12 +129,15 @@ class ExperimentScreen(Screen[None]):
     def _run(self, experiment: Experiment) -> None:
         try:
             report = experiment.run()
+            # the statistics and the log write happen here, off the UI thread
+            self.app.service.log_record({"kind": "experiment", **report.to_record()})
+            summary = summary_lines(report)
         except (ExperimentError, EngineError) as exc:  # e.g. the engine shut down under it
-            self.post_message(self.Ended(None, str(exc)))
-        except Exception as exc:  # anything else: still end, so Start and mode toasts come back
-            self.post_message(self.Ended(None, f"{type(exc).__name__}: {exc}"))
+            self.post_message(self.Ended(None, error=str(exc)))
+        except Exception as exc:  # anything else: still end, so Start comes back
+            self.post_message(self.Ended(None, error=f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(self.Ended(report))
+            self.post_message(self.Ended(report, summary))
 
     # -- progress ---------------------------------------------------------------------
 
@@ -159,15 +161,7 @@ class ExperimentScreen(Screen[None]):
         report = self.report = message.report
         self.results = list(report.results)
         self._show_table()
-        self.app.service.log_record({"kind": "experiment", **report.to_record()})
-        lines = [f"{c.token_count} tokens: {c.verdict}" for c in report.comparisons()]
-        tiers = report.tiers()
-        if tiers:
-            target = tiers[0]["target_ms"]
-            under = [f"{t['mode']} {t['tokens']}" for t in tiers if t["under_target"]]
-            lines.append(f"median end-to-end under {target:.0f} ms: {', '.join(under) or 'none'}")
-        lines += [f"warning: {w}" for w in report.warnings]
-        self.query_one("#experiment-verdict", Static).update("\n".join(lines) or "no comparison (one mode)")
+        self.query_one("#experiment-verdict", Static).update("\n".join(message.summary) or "no comparison (one mode)")
         self._status(report.stopped or f"done: {len(report.results)} runs · written to the session log · "
                                          "ctrl+s exports")
 
@@ -208,9 +202,8 @@ class ExperimentScreen(Screen[None]):
     def _export(self, report: ExperimentReport) -> None:
         stem = self.app.export_dir / time.strftime("experiment-%Y%m%d-%H%M%S")
         try:
-            write_atomically(stem.with_suffix(".md"), render_markdown(report))
-            write_atomically(stem.with_suffix(".json"),
-                             json.dumps(report.to_record(), ensure_ascii=False, allow_nan=False, indent=2) + "\n")
+            write_atomically(stem.with_suffix(".md"), render(report, "md"))
+            write_atomically(stem.with_suffix(".json"), render(report, "json"))
         except OSError as exc:
             self.app.call_from_thread(self.notify, f"{exc.strerror}: {exc.filename}",
                                       title="Export failed", severity="error")
