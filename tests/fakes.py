@@ -58,6 +58,19 @@ class FakeBackendError(RuntimeError):
     pass
 
 
+class FakeClock:
+    """A monotonic clock the test moves (the breaker's)."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class FakeBackend:
     name = "fake"
 
@@ -114,7 +127,7 @@ class FakeBackend:
     def load(self, on_progress: OnProgress | None = None) -> ModelInfo:
         self._touch()
         started = time.perf_counter()
-        for fraction, message in ((0.0, "reading fake weights"), (0.5, "building fake tokenizer"), (1.0, "ready")):
+        for fraction, message in ((0.0, "reading fake weights"), (0.5, "building fake tokenizer"), (1.0, "fake weights in memory")):
             if on_progress is not None:
                 on_progress(fraction, message)
             if fraction < 1.0 and self.load_delay_s:

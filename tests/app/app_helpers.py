@@ -11,6 +11,8 @@ from rich.console import Console
 from textual.app import App
 from textual.pilot import Pilot
 
+from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
+
 DEFAULT_TIMEOUT_S = 10.0
 
 
@@ -43,6 +45,14 @@ def screen_text(app: App) -> str:
 
 async def wait_for_text(pilot: Pilot, text: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
     await wait_until(pilot, lambda: text in screen_text(pilot.app), f"{text!r} on screen", timeout)
+
+
+async def send(pilot: Pilot, prompt: str) -> None:
+    """Put the prompt in the input (typing is tested on its own) and press Enter."""
+    prompt_input = pilot.app.dashboard.query_one(PromptInput)
+    prompt_input.focus()
+    prompt_input.value = prompt
+    await pilot.press("enter")
 
 
 def notifications(app: App) -> list[str]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_backend import FakeClock, FixedSampler
-from fakes import FakeBackend
+from fake_backend import FixedSampler
+from fakes import FakeBackend, FakeClock
 
 from antinet_tui.config import Settings
 from antinet_tui.frontends.app.app import DashboardApp

@@ -36,19 +36,6 @@ class PausingBackend(FakeBackend):
         return super().generate(request, on_token_then_maybe_wait, cancel)
 
 
-class FakeClock:
-    """The breaker's clock, moved by the test."""
-
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 FIXED_SAMPLE = SystemSample(
     per_core_percent=(12.0, 87.0, 40.0, 5.0),
     cpu_percent=36.0,

@@ -6,7 +6,7 @@ clock, a fixed psutil sample taken once, seeded latency figures, no cursor blink
 from __future__ import annotations
 
 import pytest
-from app_helpers import notifications, wait_until
+from app_helpers import notifications, send, wait_until
 from fake_backend import PausingBackend, seeded_metrics
 from fakes import FakeBackend
 
@@ -29,12 +29,6 @@ async def settle(pilot) -> None:
 async def finish(pilot) -> None:
     pilot.app.clear_notifications()
     await pilot.pause(0.1)
-
-
-async def send(pilot, prompt: str) -> None:
-    prompt_input = pilot.app.dashboard.query_one(PromptInput)
-    prompt_input.value = prompt
-    await pilot.press("enter")
 
 
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app_helpers import notifications, screen_text, wait_for_text, wait_until
+from app_helpers import notifications, screen_text, send, wait_for_text, wait_until
 from fake_backend import PausingBackend
 from fakes import DEFAULT_REPLY, FakeBackend
 
@@ -12,14 +12,6 @@ from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
 from antinet_tui.runtime.events import Token
 
 PIECES = DEFAULT_REPLY.split(" ")
-
-
-async def send(pilot, prompt: str) -> None:
-    """Put the prompt in the input (typing is tested on its own) and press Enter."""
-    prompt_input = pilot.app.dashboard.query_one(PromptInput)
-    prompt_input.focus()
-    prompt_input.value = prompt
-    await pilot.press("enter")
 
 
 async def test_first_frame_shows_loading_then_ready(make_app):

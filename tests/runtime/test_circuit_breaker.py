@@ -6,21 +6,11 @@ import inspect
 import time
 
 import pytest
+from fakes import FakeClock
 
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 CLOSED, OPEN, HALF_OPEN, ISOLATED = BreakerState
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make(**config) -> tuple[CircuitBreaker, FakeClock, list[tuple]]:

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from fakes import EventRecorder, FakeBackend, wait_until
+from fakes import EventRecorder, FakeBackend, FakeClock, wait_until
 
 from antinet_tui.engine.errors import EngineError, InvalidRequest, ModelFormatError, UnknownMode
 from antinet_tui.engine.protocol import GenerationRequest
@@ -31,14 +31,6 @@ from antinet_tui.runtime.service import EngineService, Submission
 from antinet_tui.runtime.session_log import SessionLog, read_session
 
 LONG = GenerationRequest("write forever", max_new_tokens=4000, ignore_eos=True)  # minutes with a delay
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
