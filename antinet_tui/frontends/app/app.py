@@ -221,10 +221,11 @@ class DashboardApp(App[int]):
 
         def flush() -> None:
             for request_id, parts in text.items():
+                chunk = "".join(parts)
                 if record := self.records.get(request_id):
-                    record.text += "".join(parts)
+                    record.text += chunk
                 if exchange := self.exchanges.get(request_id):
-                    exchange.post_message(Exchange.TextArrived("".join(parts), len(parts)))
+                    exchange.post_message(Exchange.TextArrived(chunk, len(parts)))
             text.clear()
 
         for event in events:
