@@ -32,15 +32,27 @@ class RequestRecord:
     metrics: RequestMetrics | None = None
 
 
-def export_session(records: list[RequestRecord], header: dict, directory: Path) -> tuple[Path, Path]:
+def write_export(directory: Path, kind: str, texts: dict[str, str]) -> list[Path]:
+    """Write `<kind>-<time>.<suffix>` for each suffix -> text; a second export within the
+    same second gets `-2`, ... rather than replacing the first. Returns the paths."""
+    base = time.strftime(f"{kind}-%Y%m%d-%H%M%S")
+    stem, n = directory / base, 1
+    while any(stem.with_suffix(suffix).exists() for suffix in texts):
+        n += 1
+        stem = directory / f"{base}-{n}"
+    paths = [stem.with_suffix(suffix) for suffix in texts]
+    for path, text in zip(paths, texts.values()):
+        write_atomically(path, text)
+    return paths
+
+
+def export_session(records: list[RequestRecord], header: dict, directory: Path) -> list[Path]:
     """Write `session-<time>.json` and `.md` into directory; returns their paths."""
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = directory / time.strftime("session-%Y%m%d-%H%M%S")
-    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     document = {**header, "exported_wall": time.time(), "requests": [jsonable(r) for r in records]}
-    write_atomically(json_path, json.dumps(document, ensure_ascii=False, allow_nan=False, indent=2) + "\n")
-    write_atomically(md_path, _markdown(records, header))
-    return json_path, md_path
+    return write_export(directory, "session", {
+        ".json": json.dumps(document, ensure_ascii=False, allow_nan=False, indent=2) + "\n",
+        ".md": _markdown(records, header),
+    })
 
 
 def _markdown(records: list[RequestRecord], header: dict) -> str:

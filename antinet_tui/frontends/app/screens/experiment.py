@@ -8,8 +8,6 @@ the result goes to the session log and can be exported as Markdown and JSON.
 
 from __future__ import annotations
 
-import time
-
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Static
 
 from antinet_tui.engine.errors import EngineError
-from antinet_tui.fileio import write_atomically
+from antinet_tui.frontends.app.session import write_export
 from antinet_tui.frontends.experiment_report import parse_modes, parse_token_counts, render, summary_lines
 from antinet_tui.runtime.experiment import (
     DEFAULT_PROMPTS,
@@ -200,12 +198,11 @@ class ExperimentScreen(Screen[None]):
 
     @work(thread=True, group="export", exit_on_error=False)
     def _export(self, report: ExperimentReport) -> None:
-        stem = self.app.export_dir / time.strftime("experiment-%Y%m%d-%H%M%S")
         try:
-            write_atomically(stem.with_suffix(".md"), render(report, "md"))
-            write_atomically(stem.with_suffix(".json"), render(report, "json"))
+            paths = write_export(self.app.export_dir, "experiment",
+                                 {".md": render(report, "md"), ".json": render(report, "json")})
         except OSError as exc:
-            self.app.call_from_thread(self.notify, f"{exc.strerror}: {exc.filename}",
+            self.app.call_from_thread(self.notify, f"could not write the export: {exc}",
                                       title="Export failed", severity="error")
             return
-        self.app.call_from_thread(self.notify, f"{stem}.md and .json", title="Experiment exported")
+        self.app.call_from_thread(self.notify, "\n".join(map(str, paths)), title="Experiment exported")
