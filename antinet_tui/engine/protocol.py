@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 
 class StopReason(str, Enum):
@@ -20,6 +20,16 @@ class StopReason(str, Enum):
     MAX_TOKENS = "max_tokens"  # generated max_new_tokens
     CONTEXT = "context"  # the context window is full
     CANCELLED = "cancelled"  # the caller set the cancel flag
+    STOP_STRING = "stop_string"  # the text reached one of request.stop (not emitted)
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,18 @@ class GenerationRequest:
     chat: bool = True  # apply the model's chat template; False sends the prompt as is
     system: str | None = None  # None keeps the template's default system prompt
     ignore_eos: bool = False  # benchmarks force an exact token count
+    # A conversation (OpenAI `messages`): when given, it is what the chat template renders
+    # and `prompt`/`system` are not used. Requires chat=True.
+    messages: tuple[Message, ...] = ()
+    stop: tuple[str, ...] = ()  # generation ends before any of these; the match is not emitted
+
+    def conversation(self) -> tuple[Message, ...]:
+        """The turns the chat template renders: `messages`, or the single prompt (with
+        `system` when set; None keeps the template's default system prompt)."""
+        if self.messages:
+            return self.messages
+        turns = (Message("system", self.system),) if self.system is not None else ()
+        return (*turns, Message("user", self.prompt))
 
 
 @dataclass
