@@ -94,8 +94,6 @@ class ModeReadback:
 class Capabilities:
     modes: tuple[ModeInfo, ...]
     default_mode: str
-    can_cancel: bool = True
-    streams_tokens: bool = True
 
     @property
     def mode_names(self) -> tuple[str, ...]:
@@ -122,24 +120,96 @@ OnProgress = Callable[[float, str], None]  # (fraction 0..1, what is happening)
 
 @runtime_checkable
 class Backend(Protocol):
-    name: str
+    """An inference engine, as the runtime drives it.
 
-    def load(self, on_progress: OnProgress | None = None) -> ModelInfo: ...
+    Threads: the runtime calls every method below from its one engine thread, one call at
+    a time (load, then generate/apply_mode/count_prompt_tokens in any order, close last);
+    a backend needs no locks for its own state. The one thing shared with other threads
+    is the `cancel` event passed to generate(), which any thread may set.
 
-    def capabilities(self) -> Capabilities: ...
+    Step-by-step backends (numpy, onnx) get generate(), count_prompt_tokens() and the CPU
+    modes from `antinet_tui.engine.generation.StepwiseBackend` and supply only loading and
+    a forward step; a backend that drives a whole generation elsewhere (Genie) implements
+    the methods itself, keeping the same contract.
+    """
 
-    def model_info(self) -> ModelInfo: ...
+    name: str  # the registry's name for it ("numpy", "onnx", "genie")
+
+    def load(self, on_progress: OnProgress | None = None) -> ModelInfo:
+        """Make the model ready to generate: read, build or fetch from a cache, warm up.
+
+        Reports progress through `on_progress(fraction, what)` (the fraction rises to
+        1.0, last message "ready"). Applies the backend's default mode (or the one it
+        was created with) before returning. Raises EngineError subclasses with a message
+        for the operator (ModelNotFound, ModelFormatError, BackendUnavailable), never a
+        library's own exception. `ModelInfo.load_seconds` is the time this call took.
+        """
+        ...
+
+    def capabilities(self) -> Capabilities:
+        """The modes this backend offers and its default one. Callable before load()
+        (the CLI checks a --mode before loading)."""
+        ...
+
+    def model_info(self) -> ModelInfo:
+        """What load() returned. Raises EngineError before load()."""
+        ...
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        """Tokens the prompt will occupy (after the chat template), for validation."""
+        """Tokens the prompt will occupy (after the chat template), for validation.
+
+        Needs load(). The runtime calls it at submit (and for a request submitted
+        before the model was loaded, just before generate()) to check context room.
+        """
         ...
 
     def generate(
         self, request: GenerationRequest, on_token: OnToken, cancel: threading.Event
-    ) -> GenerationResult: ...
+    ) -> GenerationResult:
+        """Run one request to its end, streaming as it goes.
 
-    def apply_mode(self, mode: str) -> ModeReadback: ...
+        Validation: calls `engine.validation.validate_request` with the context length
+        and the prompt's token count (the engine is usable without the runtime, which
+        runs the same checks at submit); a bad request raises InvalidRequest before any
+        work.
 
-    def current_mode(self) -> ModeReadback | None: ...
+        Streaming: `on_token(token_id, piece)` once per generated token, in order, on
+        the calling thread, right after it is sampled. `piece` is the text that token
+        makes visible, valid UTF-8 (bytes of a character split across tokens are held
+        back; an unfinished sequence at the end becomes U+FFFD); it may be "". The
+        end-of-turn token is reported with "". Text that could be the start of a stop
+        string (`request.stop`) is held back until it is ruled out; a matched stop string
+        and all after it are never emitted. The pieces joined equal `result.text`.
 
-    def close(self) -> None: ...
+        Stop reasons: EOS (end of turn, unless request.ignore_eos), STOP_STRING,
+        MAX_TOKENS, CONTEXT (the context window is full), CANCELLED.
+
+        Cancel: `cancel` is checked before any work, between prefill chunks and after
+        every token; once set, generate returns within one decode step with
+        stop_reason CANCELLED and what was generated so far (nothing, if prefill had not
+        ended). A cancel is not an error.
+
+        Timing: `prefill_done_ns` is `time.perf_counter_ns()` when the first logits were
+        ready (None if cancelled before); `token_times_ns` holds one such stamp per
+        generated token, taken when it was sampled. The request's start is stamped by
+        the runtime just before this call; metrics.py derives TTFT and rates from these.
+
+        Errors: EngineError subclasses for anything the operator can act on; any other
+        exception is a backend fault (the runtime logs it and counts it for the breaker).
+        """
+        ...
+
+    def apply_mode(self, mode: str) -> ModeReadback:
+        """Switch the performance mode for the next request and read back what took
+        effect (knobs that could not be set are named in `not_applied`, never skipped
+        silently). Never called during generate(). Raises UnknownMode for a name not in
+        capabilities()."""
+        ...
+
+    def current_mode(self) -> ModeReadback | None:
+        """The last readback (None before the first mode was applied)."""
+        ...
+
+    def close(self) -> None:
+        """Release the model, worker processes, temporary files. Idempotent."""
+        ...
