@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy  # noqa: F401  -- loads OpenBLAS, so threadpoolctl can find it to limit
@@ -50,7 +51,11 @@ def usable_cores() -> list[int]:
 
 
 class CpuModeController:
-    def __init__(self) -> None:
+    """Applies modes; `set_threads(n)` is the backend's thread knob (BLAS's for numpy, a
+    session with n intra-op threads for onnx) and returns the count then in effect."""
+
+    def __init__(self, set_threads: Callable[[int], int | None] | None = None) -> None:
+        self._set_threads = set_threads or set_blas_threads
         self._cores = usable_cores()  # remembered: power_saver narrows the affinity
         self._process = psutil.Process()
         self._current: ModeReadback | None = None
@@ -73,11 +78,11 @@ class CpuModeController:
         want_cores = self._cores[-1:] if mode.one_core else self._cores
         problems: list[str] = []
 
-        threads = _set_blas_threads(want_threads)
+        threads = self._set_threads(want_threads)
         if threads is None:
-            problems.append("threads: no BLAS thread pool found to limit")
+            problems.append("threads: no thread pool found to limit")
         elif threads != want_threads:
-            problems.append(f"threads: asked for {want_threads}, BLAS reports {threads}")
+            problems.append(f"threads: asked for {want_threads}, the engine reports {threads}")
 
         try:
             self._process.nice(mode.nice)
@@ -106,7 +111,7 @@ class CpuModeController:
         return self._current
 
 
-def _set_blas_threads(n: int) -> int | None:
+def set_blas_threads(n: int) -> int | None:
     """Limit every loaded BLAS to n threads; return the count BLAS reports afterwards."""
     from threadpoolctl import ThreadpoolController
 

@@ -56,6 +56,20 @@ def validate_generation(request: GenerationRequest) -> None:
         raise InvalidRequest(f"top_k must be >= 0 (0 turns it off), got {request.top_k}")
     if request.seed is not None and not (isinstance(request.seed, int) and 0 <= request.seed < 2**63):
         raise InvalidRequest(f"seed must be an integer from 0 to 2**63-1, got {request.seed!r}")
+    validate_stop(request.stop)
+
+
+MAX_STOP_STRINGS = 16
+
+
+def validate_stop(stop: Sequence[str]) -> None:
+    if isinstance(stop, str):
+        raise InvalidRequest("stop must be a list of strings, not one string")
+    if len(stop) > MAX_STOP_STRINGS:
+        raise InvalidRequest(f"stop holds {len(stop)} strings; at most {MAX_STOP_STRINGS} are allowed")
+    for i, text in enumerate(stop):
+        if not isinstance(text, str) or not text:
+            raise InvalidRequest(f"stop[{i}] must be a non-empty string, got {text!r}")
 
 
 def validate_fits(request: GenerationRequest, context_length: int, prompt_tokens: int | None = None) -> None:

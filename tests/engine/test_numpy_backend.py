@@ -197,3 +197,13 @@ def test_unsupported_tensor_type_is_named(tmp_path, monkeypatch):
     path = tiny_models.write_tiny_model(tmp_path / "int.gguf")
     with pytest.raises(ModelFormatError, match="'blk.0.attn_q.weight' has type I32"):
         loaded(path)
+
+
+def test_stop_string_on_a_tiny_model(tiny_model):
+    backend = loaded(tiny_model)
+    free, _ = run(backend, max_new_tokens=24)
+    stop = free.text[5:8]
+    stopped, streamed = run(backend, max_new_tokens=24, stop=(stop,))
+    assert stopped.stop_reason is StopReason.STOP_STRING
+    assert stopped.text == free.text[:free.text.find(stop)] == "".join(text for _, text in streamed)
+    assert stopped.token_ids == free.token_ids[:len(stopped.token_ids)]

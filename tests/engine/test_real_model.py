@@ -38,3 +38,12 @@ def test_chinese_prompt_streams_valid_text(smollm):
     for piece in pieces:
         assert "\ufffd" not in piece
         piece.encode("utf-8")
+
+
+def test_stop_string_ends_the_answer_before_it(smollm):
+    pieces = []
+    request = GenerationRequest(FRANCE, temperature=0, max_new_tokens=32, stop=("Paris", "xyz"))
+    result = smollm.generate(request, lambda _id, text: pieces.append(text), threading.Event())
+    assert result.stop_reason is StopReason.STOP_STRING
+    assert result.text == "The capital of France is " == "".join(pieces)
+    assert result.token_ids == FRANCE_IDS[:len(result.token_ids)] and len(result.token_ids) == 6

@@ -46,13 +46,18 @@ def cores(core_ids: list[int] | tuple[int, ...] | None) -> str:
     return ",".join(runs)
 
 
+def stop_words(stop_reason: str) -> str:
+    """Why an answer ended, as shown under it (the other reasons read as they are)."""
+    return {"stop_string": "stop string"}.get(stop_reason, stop_reason)
+
+
 def request_figures(metrics: RequestMetrics) -> str:
     """The line under a finished answer, in the order an operator reads them."""
     parts = [
         f"TTFT {ms(metrics.ttft_ms)} ms",
         f"decode {rate(metrics.decode_tok_s)} tok/s",
         f"prefill {rate(metrics.prefill_tok_s)} tok/s",
-        f"{metrics.generated_tokens} tokens" + (f" ({metrics.stop_reason})" if metrics.stop_reason else ""),
+        f"{metrics.generated_tokens} tokens" + (f" ({stop_words(metrics.stop_reason)})" if metrics.stop_reason else ""),
         f"e2e {ms(metrics.e2e_ms)} ms",
         f"mode {metrics.mode or NOT_AVAILABLE}",
     ]
