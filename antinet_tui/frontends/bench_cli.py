@@ -8,11 +8,9 @@ command: arguments, progress on stderr, the report to stdout or --output.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
-from antinet_tui.fileio import write_atomically
+from antinet_tui.fileio import STDOUT, OutputError, check_output, write_atomically
 from antinet_tui.frontends.experiment_report import FORMATS, parse_modes, parse_token_counts, read_prompts, render
 
 
@@ -29,14 +27,15 @@ def add_bench_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -
                        help="discarded warm-up runs per mode and token count (default 1)")
     bench.add_argument("--prompts", help="file with one prompt per line (default: three built-in prompts)")
     bench.add_argument("--format", choices=FORMATS, default="md", help="report format (default md)")
-    bench.add_argument("--output", help="write the results here instead of stdout")
+    bench.add_argument("--output", help="write the results to this file ('-': stdout, the default); a symlink "
+                                        "is written through, a device or FIFO written in place")
     bench.add_argument("--no-compare", dest="compare", action="store_false",
                        help="a sweep of the given mode(s) without a comparison")
 
 
 def cmd_bench(args: argparse.Namespace, settings) -> int:
     from antinet_tui.exit_codes import Exit
-    from antinet_tui.frontends.common import fail, start_engine
+    from antinet_tui.frontends.common import fail, interrupted_exit, log_lost_exit, start_engine, watch_session_log
     from antinet_tui.runtime.experiment import DEFAULT_PROMPTS, Experiment, ExperimentError, ExperimentPlan, PlanError
 
     try:
@@ -49,21 +48,26 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
 
     from antinet_tui.frontends.wiring import build_service
 
-    output = Path(args.output) if args.output else None
-    if output is not None and not _writable(output):
-        return fail(f"cannot write --output {output}: its folder is not writable", Exit.USAGE)
+    output = args.output if args.output and args.output != STDOUT else None
+    try:  # before any run: a benchmark is too long to lose to a bad path
+        if output is not None:
+            check_output(output)
+    except OutputError as exc:
+        return fail(f"cannot write --output: {exc}", Exit.USAGE)
+    service = build_service(settings, modes_used=plan.modes)  # an unknown mode: EngineError, exit 2
     try:
         plan.validate()  # what can be checked before loading a model
-        service = build_service(settings)
     except PlanError as exc:
+        service.shutdown()
         return fail(str(exc), Exit.USAGE)
+    watch_session_log(service)
     try:
         start_engine(service, sys.stderr.isatty(), settings.mode)
         try:
             plan.validate_for(service)
         except PlanError as exc:
             return fail(str(exc), Exit.USAGE)
-        try:  # Ctrl-C cancels the run in flight; the runs that finished are reported
+        try:  # Ctrl-C (or SIGTERM) cancels the run in flight; the runs that finished are reported
             report = Experiment(service, plan, on_run=_progress).run()
         except ExperimentError as exc:
             return fail(str(exc), Exit.FAILED)
@@ -77,16 +81,16 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
             print(f"results written to {output}", file=sys.stderr)
         except OSError as exc:  # the results are not lost: they go to stdout instead
             sys.stdout.write(text)
-            return fail(f"cannot write --output {output} ({exc.strerror}); the results are above", Exit.USAGE)
+            return fail(f"cannot write --output: {exc}; the results are above", Exit.USAGE)
     else:
         sys.stdout.write(text)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if report.interrupted:
-        return fail(report.stopped, Exit.INTERRUPTED)
+        return fail(report.stopped, interrupted_exit())
     if report.stopped:
         return fail(report.stopped, Exit.REJECTED if report.refused else Exit.FAILED)
-    return int(Exit.OK)
+    return log_lost_exit(service, Exit.OK)
 
 
 def _progress(result, done: int, total: int) -> None:
@@ -96,10 +100,3 @@ def _progress(result, done: int, total: int) -> None:
     print(f"[{done}/{total}] {run.mode:<10} {run.token_count:>4} tokens {label:<8} "
           f"e2e {m.e2e_ms:7.0f} ms  decode {decode}", file=sys.stderr, flush=True)
 
-
-def _writable(path: Path) -> bool:
-    """Can a file be created at path (its nearest existing folder is writable)?"""
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return folder.is_dir() and os.access(folder, os.W_OK)

@@ -16,8 +16,19 @@ from antinet_tui import __version__
 from antinet_tui.config import APP_NAME, ConfigError, Settings, config_path, export_dir, load_settings
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.exit_codes import EXIT_CODES_HELP, Exit
+from antinet_tui.runtime.session_log import SessionLogError
 from antinet_tui.frontends.bench_cli import add_bench_parser, cmd_bench
-from antinet_tui.frontends.common import exit_for, fail, start_engine
+from antinet_tui.frontends.common import (
+    LOG_CHOICE,
+    end_on_termination_signals,
+    exit_for,
+    fail,
+    interrupted_exit,
+    log_lost_exit,
+    start_engine,
+    unix_newlines,
+    watch_session_log,
+)
 from antinet_tui.frontends.hub_cli import add_hub_parser, run_hub
 
 
@@ -77,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
+    if args.command is not None:  # the dashboard handles SIGTERM in its own event loop
+        end_on_termination_signals()
     if args.command == "hub":  # AI Hub needs no model or engine
         return run_hub(args)
     try:
@@ -92,10 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_dashboard(settings)
     except ConfigError as exc:  # bad settings, or a session log that cannot be written
         return fail(str(exc), Exit.USAGE)
+    except SessionLogError as exc:  # its first record refused (a full disk): as an unwritable path
+        return fail(f"{exc} ({LOG_CHOICE})", Exit.USAGE)
     except EngineError as exc:  # a model, backend or mode that cannot be used; commands shut down first
         return fail(str(exc), exit_for(exc))
-    except KeyboardInterrupt:  # Ctrl-C while loading or between requests
-        return int(Exit.INTERRUPTED)
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, SIGHUP) while loading or between requests
+        return int(interrupted_exit())
     except BrokenPipeError:
         # Output nobody reads is no error to report; point stdout at /dev/null so the
         # interpreter's final flush does not raise again.
@@ -143,9 +158,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if sys.stdin.isatty() and prompt is None:
             return fail("no prompt: pass it as an argument or on standard input", Exit.USAGE)
         prompt = sys.stdin.read()
+    prompt = unix_newlines(prompt)  # a Windows file's CRLF is a newline, not a control character
     from antinet_tui.frontends.wiring import build_service  # imports numpy: not for --help
 
     service = build_service(settings)
+    watch_session_log(service)
     stream = sys.stderr if args.json else sys.stdout
     show_stream = not args.json or sys.stderr.isatty()
 
@@ -172,11 +189,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             return fail(outcome.error, Exit.FAILED)
         if isinstance(outcome, Cancelled):
             print(f"[cancelled after {len(outcome.token_ids)} tokens]", file=sys.stderr)
-            return int(Exit.INTERRUPTED)
+            return int(interrupted_exit())
         assert isinstance(outcome, Finished)
-        return int(Exit.OK)
     finally:
-        service.shutdown()
+        service.shutdown()  # the dispatcher has written the last record when this returns
+    return log_lost_exit(service, Exit.OK)
 
 
 def run_record(outcome, loaded, service) -> dict[str, Any]:

@@ -4,6 +4,7 @@ errors, and starting the engine (load, then the requested mode, read back)."""
 from __future__ import annotations
 
 import queue
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -15,9 +16,68 @@ if TYPE_CHECKING:
     from antinet_tui.runtime.events import Loaded
 
 
+LOG_CHOICE = "choose another --log-file, or --no-log"
+
+
 def fail(message: str, code: Exit) -> int:
     print(f"{APP_NAME}: error: {message}", file=sys.stderr)
     return int(code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager stopping us) or SIGHUP (the terminal closed), raised in
+    the main thread like Ctrl-C, so the same cleanup runs: the request is cancelled, its
+    partial text kept and recorded. The exit status is still the signal's (128 + n)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_received: list[int] = []  # the termination signals this process received
+
+
+def _raise_terminated(signum: int, _frame) -> None:
+    _received.append(signum)
+    raise Terminated(signum)
+
+
+def end_on_termination_signals() -> None:
+    """Handle SIGTERM and SIGHUP as Ctrl-C is handled (see Terminated)."""
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            signal.signal(signum, _raise_terminated)
+
+
+def interrupted_exit() -> Exit:
+    """The exit code of an interrupted command: 130 for Ctrl-C, 128 + n for signal n."""
+    return Exit(128 + _received[-1]) if _received else Exit.INTERRUPTED
+
+
+def watch_session_log(service) -> None:
+    """Tell the operator on stderr, at once, the first time the session log loses a
+    record (a full disk); `log_lost_exit` turns it into the exit code at the end."""
+    from antinet_tui.runtime.events import SessionLogFailed
+
+    def on_event(event) -> None:
+        if isinstance(event, SessionLogFailed) and event.lost == 1:
+            print(f"\n{APP_NAME}: error: session log {event.path}: records are being lost: {event.reason}",
+                  file=sys.stderr, flush=True)
+
+    service.subscribe(on_event)
+
+
+def log_lost_exit(service, code: int) -> int:
+    """`code`, or Exit.LOG_LOST when the command succeeded but the log lost records."""
+    log = service.session_log
+    if code == Exit.OK and log.lost:
+        return fail(f"the session log {log.path} lost {log.lost} record(s): {log.failure}", Exit.LOG_LOST)
+    return code
+
+
+def unix_newlines(text: str) -> str:
+    """CRLF (Windows) and a lone CR (old Mac) read as the newline they mean."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def exit_for(exc: EngineError) -> Exit:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 FORMATS = ("md", "csv", "json")
@@ -16,13 +17,14 @@ def parse_modes(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
-def parse_token_counts(text: str) -> tuple[int, ...]:
+def parse_token_counts(text: str, name: str = "--tokens") -> tuple[int, ...]:
+    """`name`: what the operator filled in (the flag, or the Experiment form's field)."""
     try:
         counts = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"--tokens takes comma-separated integers, e.g. 8,16,32,64 (got {text!r})") from None
+        raise ValueError(f"{name} takes comma-separated integers, e.g. 8,16,32,64 (got {text!r})") from None
     if not counts:
-        raise ValueError("--tokens is empty")
+        raise ValueError(f"{name} is empty: give token counts, e.g. 8,16,32,64")
     return counts
 
 
@@ -82,6 +84,14 @@ def _spread(s, digits: int) -> str:
     return f"{s.median:.{digits}f} ± {s.stddev:.{digits}f} ({s.minimum:.{digits}f}–{s.maximum:.{digits}f})"
 
 
+def _ratio(r) -> str:
+    """A ratio with its interval; "n/a" where it is undefined (JSON says null), e.g. the
+    decode rate of 1-token runs, never "nan×"."""
+    if not all(math.isfinite(v) for v in (r.ratio, r.low, r.high)):
+        return "n/a"
+    return f"{r.ratio:.2f}× ({r.low:.2f}–{r.high:.2f})"
+
+
 def render_markdown(report) -> str:
     plan = report.plan
     cond = report.conditions
@@ -104,8 +114,7 @@ def render_markdown(report) -> str:
                   "| ---: | --- | --- | --- | --- |"]
         for c in comparisons:
             e, d = c.e2e_speedup, c.decode_ratio
-            lines.append(f"| {c.token_count} | {c.mode_a} vs {c.mode_b} | {e.ratio:.2f}× ({e.low:.2f}–{e.high:.2f}) "
-                         f"| {d.ratio:.2f}× ({d.low:.2f}–{d.high:.2f}) | {c.verdict} |")
+            lines.append(f"| {c.token_count} | {c.mode_a} vs {c.mode_b} | {_ratio(e)} | {_ratio(d)} | {c.verdict} |")
     tiers = report.tiers()
     if tiers:
         target, slow = tiers[0]["target_ms"], tiers[0]["slow_call_ms"]

@@ -5,21 +5,24 @@ from __future__ import annotations
 from antinet_tui.config import ConfigError, Settings
 from antinet_tui.engine.backends import create_backend
 from antinet_tui.engine.errors import UnknownMode
+from antinet_tui.frontends.common import LOG_CHOICE
 from antinet_tui.runtime.breaker import BreakerConfig, CircuitBreaker
 from antinet_tui.runtime.service import EngineService
-from antinet_tui.runtime.session_log import SessionLog, default_log_path
+from antinet_tui.runtime.session_log import SessionLog, SessionLogError, default_log_path
 
 
-def build_service(settings: Settings) -> EngineService:
+def build_service(settings: Settings, modes_used: tuple[str, ...] = ()) -> EngineService:
     """Backend + breaker + session log wired into an EngineService (not started).
 
+    `modes_used`: other modes the command will switch to (bench's), checked the same way.
     Raises EngineError (ModelNotFound, UnknownMode, ...) or ConfigError (an unwritable
     session log) with a message for the operator.
     """
     backend = create_backend(settings.backend, settings.model, n_ctx=settings.ctx, mode=settings.mode)
     modes = backend.capabilities().mode_names
-    if settings.mode is not None and settings.mode not in modes:
-        raise UnknownMode(settings.mode, modes)
+    for mode in (settings.mode, *modes_used):  # a mistyped mode is named before any work
+        if mode is not None and mode not in modes:
+            raise UnknownMode(mode, modes)
     breaker = CircuitBreaker(BreakerConfig(
         window_size=settings.breaker_window, minimum_calls=settings.breaker_min_calls,
         slow_call_ms=settings.slow_call_ms, open_wait_s=settings.breaker_wait_s,
@@ -29,8 +32,7 @@ def build_service(settings: Settings) -> EngineService:
         path = settings.log_file or default_log_path()
         try:
             log = SessionLog(path)
-        except OSError as exc:
-            raise ConfigError(f"cannot write the session log {path}: {exc.strerror} (choose --log-file, "
-                              "or --no-log)") from None
+        except SessionLogError as exc:
+            raise ConfigError(f"{exc} ({LOG_CHOICE})") from None
     return EngineService(backend, queue_size=settings.queue_size, breaker=breaker, session_log=log,
                          initial_mode=settings.mode)

@@ -144,6 +144,18 @@ class ModeChanged(Event):
     request_id: None = None
 
 
+@dataclass(frozen=True)
+class SessionLogFailed(Event):
+    """A record could not be written to the session log (disk full, I/O error): the
+    operator must know at once that the record they trust is incomplete. Not logged."""
+
+    kind: ClassVar[str] = "session_log_failed"
+    path: str
+    reason: str
+    lost: int  # records lost so far in this session
+    request_id: None = None
+
+
 TERMINAL_EVENTS = (Finished, Cancelled, Failed, Rejected)
 
 

@@ -73,12 +73,13 @@ from antinet_tui.runtime.events import (
     ModeChanged,
     RejectCause,
     Rejected,
+    SessionLogFailed,
     Started,
     Token,
     jsonable,
 )
 from antinet_tui.runtime.metrics import MetricsStore, Outcome, PartialResult, RequestMetrics, compute_metrics
-from antinet_tui.runtime.session_log import SessionLog
+from antinet_tui.runtime.session_log import SessionLog, SessionLogError
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class EngineService:
         with self._lock:
             if self._state != "not_started":
                 raise RuntimeError(f"the service was already started (state: {self._state})")
-            self._state = "loading"
+        # first, so a log that cannot be written (a full disk) refuses the start: SessionLogError
         self._log.write(
             {
                 "kind": "session_start",
@@ -174,6 +175,8 @@ class EngineService:
                 "pid": os.getpid(),
             }
         )
+        with self._lock:
+            self._state = "loading"
         self._dispatcher.start()
         self._engine_thread.start()
         return self
@@ -244,6 +247,11 @@ class EngineService:
     @property
     def metrics(self) -> MetricsStore:
         return self._metrics
+
+    @property
+    def session_log(self) -> SessionLog:
+        """The log records go to (its `lost` counts records the disk refused)."""
+        return self._log
 
     @property
     def model_info(self) -> ModelInfo | None:
@@ -375,8 +383,12 @@ class EngineService:
         return self._backend.count_prompt_tokens(request)
 
     def log_record(self, record: dict) -> None:
-        """Append a frontend's own record (an experiment's results, ...) to the session log."""
-        self._log.write({"wall": time.time(), **jsonable(record)})
+        """Append a frontend's own record (an experiment's results, ...) to the session log.
+        A record the disk refused is reported to subscribers (SessionLogFailed), not raised."""
+        try:
+            self._log.write({"wall": time.time(), **jsonable(record)})
+        except SessionLogError as exc:
+            self._emit(self._log_failure(exc))
 
     def isolate_breaker(self) -> None:
         self._breaker.isolate()
@@ -635,15 +647,23 @@ class EngineService:
 
     def _dispatch_loop(self) -> None:
         while (event := self._events.get()) is not _STOP_DISPATCHER:
+            failure = None
             try:
                 self._write_log(event)
+            except SessionLogError as exc:
+                failure = self._log_failure(exc)
             except (OSError, ValueError):
                 logger.exception("could not write the session log")
-            for callback in self._subscribers:
-                try:
-                    callback(event)
-                except Exception:
-                    logger.exception("event subscriber %r failed on a %s event", callback, event.kind)
+            for delivered in (event, failure) if failure is not None else (event,):
+                for callback in self._subscribers:
+                    try:
+                        callback(delivered)
+                    except Exception:
+                        logger.exception("event subscriber %r failed on a %s event", callback, delivered.kind)
+
+    def _log_failure(self, exc: SessionLogError) -> SessionLogFailed:
+        logger.error("%s (%d records lost)", exc, self._log.lost)
+        return SessionLogFailed(path=str(self._log.path), reason=exc.reason, lost=self._log.lost)
 
     def _write_log(self, event: Event) -> None:
         if event.kind not in _LOGGED_KINDS:

@@ -32,11 +32,11 @@ def make_app(tmp_path: Path, clock: FakeClock):
         settings: Settings | None = None,
         queue_size: int = 8,
         metrics: MetricsStore | None = None,
-        log: bool = False,
+        log: bool | Path = False,
         **app_options,
     ) -> DashboardApp:
         breaker = CircuitBreaker(BreakerConfig(), clock=clock)
-        session_log = SessionLog(tmp_path / "session.jsonl") if log else None
+        session_log = SessionLog(tmp_path / "session.jsonl" if log is True else log) if log else None
         service = EngineService(
             backend or FakeBackend(), queue_size=queue_size, breaker=breaker, metrics=metrics, session_log=session_log
         )

@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-from tiny_models import write_tiny_model
 
 from antinet_tui import __version__
 from antinet_tui.runtime.session_log import read_session
@@ -23,12 +22,6 @@ from antinet_tui.runtime.session_log import read_session
 def cli(*args, input=None, timeout=120, env=None):
     return subprocess.run([sys.executable, "-m", "antinet_tui", *map(str, args)], capture_output=True, text=True,
                           input=input, timeout=timeout, env={**os.environ, **(env or {})})
-
-
-@pytest.fixture(scope="module")
-def roomy_model(tmp_path_factory):
-    """A tiny model with room for the built-in bench prompts."""
-    return write_tiny_model(tmp_path_factory.mktemp("cli") / "roomy.gguf", context_length=512)
 
 
 def test_version_and_help():
@@ -236,7 +229,7 @@ def test_bench_end_to_end_in_every_format(roomy_model, tmp_path):
     (["--tokens", "8,x"], "--tokens takes comma-separated integers"),
     (["--tokens", "600"], "600 tokens do not fit: the context holds 512 tokens"),
     (["--prompts", "/nonexistent/prompts.txt"], "cannot read the prompts file"),
-    (["--output", "/proc/no/such/place/r.md"], "cannot write --output /proc/no/such/place/r.md"),
+    (["--output", "/proc/no/such/place/r.md"], "cannot write --output: /proc/no/such/place/r.md: its folder"),
 ])
 def test_bench_bad_input_exits_2(roomy_model, args, message):
     done = cli("bench", "--model", roomy_model, "--no-log", *args)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ from antinet_tui.config import export_dir as config_export_dir
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.exit_codes import Exit
+from antinet_tui.frontends.common import LOG_CHOICE
 from antinet_tui.frontends.app import keys
 from antinet_tui.frontends.app.bridge import EngineBridge, EventsReady
 from antinet_tui.frontends.app.commands import DEFAULT_SOURCES, CommandSource
@@ -64,10 +66,12 @@ from antinet_tui.runtime.events import (
     LoadFailed,
     LoadProgress,
     ModeChanged,
+    SessionLogFailed,
     Started,
     Token,
 )
 from antinet_tui.runtime.service import EngineService
+from antinet_tui.runtime.session_log import SessionLogError
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +123,8 @@ class DashboardApp(App[int]):
         self.running_experiment = None  # the Experiment screen's, while it runs (it switches modes by the dozen)
         self._unsubscribe = None
         self._quitting = threading.Event()  # stops the sampler thread
+        self._handle_signals = False
+        self._signal_exit: int | None = None  # 128 + the signal that made us quit
         self.dashboard: DashboardScreen  # the main screen, kept: events update it under help or the palette
         if keymap:
             self.set_keymap(keymap)
@@ -131,7 +137,21 @@ class DashboardApp(App[int]):
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def quit_on_termination_signals(self) -> None:
+        """SIGTERM (a service manager) and SIGHUP (the terminal closed) quit as ctrl+q does:
+        the answer is cancelled and recorded, the terminal restored; exit status 128 + n.
+        Called by run_dashboard (not in tests, where the app shares pytest's process)."""
+        self._handle_signals = True
+
+    def _terminate(self, signum: int) -> None:
+        self._signal_exit = 128 + signum
+        self.call_next(self.action_quit)
+
     def on_mount(self) -> None:
+        if self._handle_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(signum, self._terminate, signum)
         if self.settings.theme:
             if self.settings.theme in self.available_themes:
                 self.theme = self.settings.theme
@@ -145,7 +165,11 @@ class DashboardApp(App[int]):
         """The first frame is on screen: now start the engine (it loads in its thread)."""
         self._unsubscribe = self.service.subscribe(self.bridge)
         if self.service.state == "not_started" and self.owns_service:
-            self.service.start()
+            try:
+                self.service.start()
+            except SessionLogError as exc:  # its first record refused (a full disk): as an unwritable path
+                self.exit(return_code=int(Exit.USAGE), message=f"{APP_NAME}: error: {exc} ({LOG_CHOICE})")
+                return
         else:
             self._show_running_service()
         self.set_interval(BREAKER_POLL_S, self._poll_breaker)
@@ -176,7 +200,7 @@ class DashboardApp(App[int]):
         failed = self.service.state == "failed"  # the exit code says so, as the CLI's does
         if self.owns_service:
             await asyncio.to_thread(self.service.shutdown, SHUTDOWN_TIMEOUT_S)
-        self.exit(return_code=int(Exit.MODEL) if failed else 0)
+        self.exit(return_code=self._signal_exit or (int(Exit.MODEL) if failed else 0))
 
     def on_unmount(self) -> None:
         self._stop_listening()
@@ -266,6 +290,11 @@ class DashboardApp(App[int]):
             self._show_breaker()
         elif isinstance(event, ModeChanged):
             self._mode_changed(event)
+        elif isinstance(event, SessionLogFailed):
+            self._status.change(log_lost=event.lost)
+            if event.lost == 1:  # at once, and once: the status line keeps counting
+                self.notify(f"{event.path}: {event.reason}", title="Session log: records are being lost",
+                            severity="error", timeout=30)
 
     def _request_ended(self, event: Finished | Cancelled | Failed) -> None:
         if exchange := self.exchanges.get(event.request_id):

@@ -14,6 +14,7 @@ def run_dashboard(settings: Settings) -> int:
     code is non-zero."""
     service = build_service(settings)  # its EngineError is the CLI's to report
     app = DashboardApp(service, settings)
+    app.quit_on_termination_signals()
     try:
         app.run()
     finally:

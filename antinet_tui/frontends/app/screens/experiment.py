@@ -103,7 +103,7 @@ class ExperimentScreen(Screen[None]):
         try:
             plan = ExperimentPlan(
                 modes=parse_modes(self.query_one("#modes", Input).value),
-                token_counts=parse_token_counts(self.query_one("#tokens", Input).value),
+                token_counts=parse_token_counts(self.query_one("#tokens", Input).value, name="tokens"),
                 runs=int(self.query_one("#runs", Input).value or 0),
                 warmup=int(self.query_one("#warmup", Input).value or 0),
                 prompts=DEFAULT_PROMPTS)

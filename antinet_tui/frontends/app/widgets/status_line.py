@@ -21,6 +21,7 @@ class Status:
     load_message: str = ""
     queue: int = 0
     frozen: bool = False
+    log_lost: int = 0  # session-log records the disk refused
 
 
 class StatusLine(Static):
@@ -56,4 +57,7 @@ class StatusLine(Static):
         if status.frozen:
             text.append("  │  ")
             text.append("charts FROZEN", "bold reverse")
+        if status.log_lost:
+            text.append("  │  ")
+            text.append(f"LOG FAILING: {status.log_lost} lost", "bold reverse")
         self.update(text, layout=False)  # one line, always: no layout needed

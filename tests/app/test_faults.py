@@ -1,0 +1,87 @@
+"""The dashboard under the operating system's push-back: a session log on a full disk
+(at start, and filling mid-session), SIGTERM, a quit in the middle of an experiment."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from app_helpers import notifications, screen_text, send, wait_for_text, wait_until
+from disks import fill, pad_log
+from fakes import FakeBackend
+
+from antinet_tui.runtime.session_log import read_session
+
+
+async def test_a_log_on_a_full_disk_ends_the_dashboard_with_the_message_and_exit_2(make_app, capsys):
+    app = make_app(log="/dev/full")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.return_code is not None, "the app to exit")
+    assert app.return_code == 2
+    printed = " ".join(capsys.readouterr().err.split())  # rich wraps it at the terminal's width
+    assert ("antinet-tui: error: cannot write the session log /dev/full: No space left on device "
+            "(choose another --log-file, or --no-log)") in printed
+
+
+async def test_a_disk_filling_mid_session_shows_in_the_status_line_at_once(make_app, small_disk):
+    log = small_disk / "session.jsonl"
+    pad_log(log, slack=200)
+    fill(small_disk)
+    app = make_app(FakeBackend(), log=log)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "hi")
+        await wait_for_text(pilot, "LOG FAILING")
+        assert any("Session log: records are being lost" in n and "No space left on device" in n
+                   for n in notifications(app))
+        assert "Traceback" not in screen_text(app)
+    assert log.read_bytes().endswith(b"\n") and not read_session(log).skipped
+
+
+def read_pty(fd: int, until: bytes, timeout: float = 60) -> bytes:
+    got = b""
+    deadline = time.monotonic() + timeout
+    while until not in got:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"{until!r} not seen within {timeout} s; got {got[-500:]!r}"
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        got += chunk
+    return got
+
+
+def test_sigterm_quits_the_dashboard_as_ctrl_q_does_and_restores_the_terminal(tiny_model, tmp_path):
+    log = tmp_path / "session.jsonl"
+    parent, child = pty.openpty()
+    os.set_blocking(parent, True)
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "--model", str(tiny_model), "--log-file", str(log)],
+                            stdin=child, stdout=child, stderr=child, env=env, start_new_session=True)
+    os.close(child)
+    try:
+        read_pty(parent, b"ready")
+        proc.send_signal(signal.SIGTERM)
+        rest = b""
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([parent], [], [], 0.1)
+            if ready:
+                try:
+                    rest += os.read(parent, 65536)
+                except OSError:
+                    break
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+        os.close(parent)
+    assert b"\x1b[?1049l" in rest  # the alternate screen left: the terminal is restored
+    assert b"Traceback" not in rest
+    kinds = [r["kind"] for r in read_session(log)]
+    assert kinds[0] == "session_start" and "loaded" in kinds

@@ -1,0 +1,31 @@
+"""Full-disk helpers for the fault-injection tests (the `small_disk` fixture is in conftest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def fill(disk: Path) -> Path:
+    """Fill `disk` up with one file; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def pad_log(path: Path, slack: int) -> list[dict]:
+    """Start a session log with one earlier record that leaves `slack` bytes free in its
+    last 4 KiB page: on a full tmpfs, a record that crosses into the next page is cut
+    short by the kernel (a short write), as on a real disk that fills mid-session."""
+    import json
+
+    record = {"kind": "earlier", "pad": ""}
+    size = len(json.dumps(record)) + 1
+    record["pad"] = "x" * (4096 - slack - size)
+    path.write_text(json.dumps(record) + "\n")
+    assert path.stat().st_size == 4096 - slack
+    return [record]
