@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -74,3 +75,17 @@ def small_disk(tmp_path):
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
+
+
+@pytest.fixture
+def dev_full(tmp_path) -> Path:
+    """A /dev/full of the test's own (major 1, minor 7): every write fails with ENOSPC.
+    Not the machine's /dev/full, which a test of old code (or anyone) may have replaced."""
+    path = tmp_path / "full"
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except OSError as exc:
+        if os.path.exists("/dev/full") and not os.path.isfile("/dev/full"):
+            return Path("/dev/full")
+        pytest.skip(f"no full device here: {exc}")
+    return path

@@ -18,13 +18,13 @@ from fakes import FakeBackend
 from antinet_tui.runtime.session_log import read_session
 
 
-async def test_a_log_on_a_full_disk_ends_the_dashboard_with_the_message_and_exit_2(make_app, capsys):
-    app = make_app(log="/dev/full")
+async def test_a_log_on_a_full_disk_ends_the_dashboard_with_the_message_and_exit_2(make_app, capsys, dev_full):
+    app = make_app(log=dev_full)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.return_code is not None, "the app to exit")
     assert app.return_code == 2
     printed = " ".join(capsys.readouterr().err.split())  # rich wraps it at the terminal's width
-    assert ("antinet-tui: error: cannot write the session log /dev/full: No space left on device "
+    assert (f"antinet-tui: error: cannot write the session log {dev_full}: No space left on device "
             "(choose another --log-file, or --no-log)") in printed
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -23,9 +24,9 @@ def cli(*args, input=None, timeout=120):
 
 # --- full disk ----------------------------------------------------------------------
 
-def test_a_full_disk_at_start_is_the_unwritable_path_message_and_exit_2(tiny_model, small_disk):
+def test_a_full_disk_at_start_is_the_unwritable_path_message_and_exit_2(tiny_model, small_disk, dev_full):
     fill(small_disk)
-    for log in ("/dev/full", small_disk / "session.jsonl"):
+    for log in (dev_full, small_disk / "session.jsonl"):
         done = cli("run", "hi", "--model", tiny_model, "--max-new-tokens", "2", "--log-file", log)
         assert done.returncode == 2, done.stderr
         assert done.stderr == (f"antinet-tui: error: cannot write the session log {log}: No space left on device "
@@ -102,10 +103,10 @@ def test_bench_output_through_a_symlink_writes_its_target(roomy_model, tmp_path)
     assert "| burst | 1 | 1 |" in target.read_text()
 
 
-def test_bench_output_onto_devices_and_fifos_writes_them_in_place(roomy_model, tmp_path):
-    full = cli(*BENCH, "--model", roomy_model, "--output", "/dev/full")
-    assert full.returncode == 2 and "cannot write --output: /dev/full: No space left on device" in full.stderr
-    assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")  # still the device
+def test_bench_output_onto_devices_and_fifos_writes_them_in_place(roomy_model, tmp_path, dev_full):
+    full = cli(*BENCH, "--model", roomy_model, "--output", dev_full)
+    assert full.returncode == 2 and f"cannot write --output: {dev_full}: No space left on device" in full.stderr
+    assert stat.S_ISCHR(os.stat(dev_full).st_mode)  # still the device
     assert "| burst | 1 | 1 |" in full.stdout  # the results are not lost
 
     fifo = tmp_path / "fifo"

@@ -32,12 +32,15 @@ def test_a_dangling_symlink_creates_its_target(tmp_path):
     assert stat.S_IMODE((tmp_path / "new.md").stat().st_mode) == 0o644
 
 
-def test_a_device_is_written_in_place_never_replaced():
-    write_atomically("/dev/null", "gone")
-    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
-    with pytest.raises(OutputError, match="/dev/full: No space left on device"):
-        write_atomically("/dev/full", "x" * 10_000)
-    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+def test_a_device_is_written_in_place_never_replaced(dev_full):
+    with pytest.raises(OutputError, match=f"{dev_full}: No space left on device"):
+        write_atomically(dev_full, "x" * 10_000)
+    assert stat.S_ISCHR(os.stat(dev_full).st_mode)
+    link = dev_full.with_name("link")
+    link.symlink_to(dev_full)  # a link to a device: the device is written, the link stays
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_atomically(link, "x")
+    assert link.is_symlink() and stat.S_ISCHR(os.stat(dev_full).st_mode)
 
 
 def test_dash_is_stdout(capsys, tmp_path, monkeypatch):

@@ -35,14 +35,14 @@ def test_a_record_the_full_disk_cuts_short_is_taken_back_whole(small_disk):
     assert records == [*earlier, {"n": 1}, {"n": 3}] and records.skipped == []
 
 
-def test_a_log_on_a_full_disk_is_refused_at_its_first_record(small_disk):
+def test_a_log_on_a_full_disk_is_refused_at_its_first_record(small_disk, dev_full):
     fill(small_disk)
     log = SessionLog(small_disk / "session.jsonl")
     with pytest.raises(SessionLogError) as raised:
         log.write({"kind": "session_start"})
     assert str(raised.value) == f"cannot write the session log {small_disk / 'session.jsonl'}: No space left on device"
     with pytest.raises(SessionLogError, match="No space left on device"):
-        SessionLog("/dev/full").write({"kind": "session_start"})
+        SessionLog(dev_full).write({"kind": "session_start"})
 
 
 KILLED_MID_RECORD = textwrap.dedent("""
