@@ -37,6 +37,7 @@ class Settings:
     log_file: str | None = None  # None: a new file in the user state dir
     no_log: bool = False
     queue_size: int = 8
+    max_queue_wait_s: float = 60.0  # a request waiting longer is refused (queue_timeout, HTTP 429)
     slow_call_ms: float = 3000.0
     breaker_window: int = 10
     breaker_min_calls: int = 4
@@ -131,7 +132,7 @@ def load_settings(cli: Mapping[str, Any] | None = None) -> Settings:
 
 # (setting, smallest allowed value, inclusive?) for the numbers that have a floor; the
 # generation settings are checked by the engine's own request validation
-_RANGES = (("queue_size", 1, True), ("ctx", 1, True), ("slow_call_ms", 0, False), ("breaker_window", 1, True),
+_RANGES = (("queue_size", 1, True), ("max_queue_wait_s", 0, False), ("ctx", 1, True), ("slow_call_ms", 0, False), ("breaker_window", 1, True),
            ("breaker_min_calls", 1, True), ("breaker_wait_s", 0, True), ("breaker_probes", 1, True),
            ("refresh_s", 0.1, True))
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/dashboard.py [decode|keys|launch|all] [--runs N]
 
 decode  Decode tok/s of one request streamed into the dashboard vs the same request
-        headless through EngineService.generate_sync, in one process, one loaded model,
+        headless through runtime.client.generate, in one process, one loaded model,
         pairs interleaved (order alternating), warm-up pair discarded. The dashboard runs
         headless under Pilot (rendering, Markdown streaming, panes, psutil sampling all
         happen; the frames go nowhere). Temperature 0, so both generate the same tokens.
@@ -72,6 +72,7 @@ def bench_decode(runs: int) -> None:
     from antinet_tui.config import Settings
     from antinet_tui.engine.protocol import GenerationRequest
     from antinet_tui.frontends.wiring import build_service
+    from antinet_tui.runtime.client import generate
 
     # A long answer takes ~4 s here: past the default slow-call threshold, the breaker would
     # open after four pairs and refuse the rest. The breaker is not what is measured.
@@ -79,13 +80,13 @@ def bench_decode(runs: int) -> None:
     service = build_service(settings)
     service.start()
     if not service.wait_ready(120):
-        raise SystemExit(f"the model did not load: {service.load_error}")
+        raise SystemExit(f"the model did not load: {service.load_error()}")
     request = GenerationRequest(
         PROMPT, max_new_tokens=DECODE_TOKENS, temperature=0.0, top_k=settings.top_k, top_p=settings.top_p
     )
 
     def headless() -> tuple[float, int]:
-        event = service.generate_sync(request)
+        event = generate(service, request)
         return event.metrics.decode_tok_s, event.metrics.generated_tokens
 
     pacing: dict = {}

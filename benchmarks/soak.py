@@ -29,6 +29,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 from antinet_tui.engine.protocol import Backend, GenerationRequest
+from antinet_tui.runtime.client import generate
 from antinet_tui.runtime.events import Rejected, Token
 from antinet_tui.runtime.service import EngineService
 from antinet_tui.runtime.session_log import SessionLog
@@ -62,7 +63,7 @@ def vitals() -> str:
 def run_one(service: EngineService, i: int, max_new_tokens: int) -> str:
     """One request of the mix; returns the outcome kind, or the surprise that happened."""
     if i % 25 == 24:
-        outcome = service.generate_sync(GenerationRequest("   "))
+        outcome = generate(service, GenerationRequest("   "))
         return "rejected" if isinstance(outcome, Rejected) and outcome.cause == "bad_input" else f"unexpected {outcome.kind}"
     # raw and short: fits a tiny test model's context; the soak is about the runtime, not the answers
     request = GenerationRequest(f"soak {i}", max_new_tokens=max_new_tokens, seed=i, chat=False)
@@ -72,8 +73,8 @@ def run_one(service: EngineService, i: int, max_new_tokens: int) -> str:
             if token.index == 0:
                 service.cancel(token.request_id)
 
-        return service.generate_sync(request, on_token=cancel_after_first).kind
-    return service.generate_sync(request).kind
+        return generate(service, request, cancel_after_first).kind
+    return generate(service, request).kind
 
 
 def main(argv: list[str] | None = None, backend_factory_override: BackendFactory | None = None) -> int:
@@ -90,10 +91,12 @@ def main(argv: list[str] | None = None, backend_factory_override: BackendFactory
     service = EngineService(factory(args.model), session_log=log)
     service.start()
     if not service.wait_ready():
-        print(f"load failed: {service.load_error}", file=sys.stderr)
+        print(f"load failed: {service.load_error()}", file=sys.stderr)
         service.shutdown()
         return 1
-    modes = service.capabilities.mode_names
+    capabilities = service.capabilities()
+    assert capabilities is not None  # loaded
+    modes = capabilities.mode_names
     outcomes: Counter[str] = Counter()
     started = time.perf_counter()
     for i in range(args.requests):
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None, backend_factory_override: BackendFactory
     service.shutdown()
     print(f"after shutdown:       threads {threading.active_count()} python")
 
-    e2e = service.metrics.percentiles("e2e_ms")
+    e2e = service.metrics_summary().percentiles("e2e_ms")
     print(f"{args.requests} requests in {elapsed:.1f} s: {dict(sorted(outcomes.items()))}")
     if e2e["n"]:
         print(f"e2e of the last {e2e['n']} finished: p50 {e2e['p50']:.1f} ms, p95 {e2e['p95']:.1f} ms")

@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from antinet_tui import __version__
 from antinet_tui.config import APP_NAME, ConfigError, Settings, config_path, export_dir, load_settings
@@ -30,6 +31,10 @@ from antinet_tui.frontends.common import (
     watch_session_log,
 )
 from antinet_tui.frontends.hub_cli import add_hub_parser, run_hub
+
+if TYPE_CHECKING:
+    from antinet_tui.engine.protocol import GenerationRequest, ModelInfo, ModeReadback
+    from antinet_tui.runtime.events import Cancelled, Failed, Finished, Token
 
 
 def _engine_options() -> argparse.ArgumentParser:
@@ -140,7 +145,7 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
-def _request_from(settings: Settings, prompt: str):
+def _request_from(settings: Settings, prompt: str) -> GenerationRequest:
     from antinet_tui.engine.protocol import GenerationRequest
 
     return GenerationRequest(prompt=prompt, max_new_tokens=settings.max_new_tokens,
@@ -151,6 +156,7 @@ def _request_from(settings: Settings, prompt: str):
 # --- run ---------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from antinet_tui.runtime.client import generate
     from antinet_tui.runtime.events import Cancelled, Failed, Finished, Rejected
 
     prompt = args.prompt
@@ -166,7 +172,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     stream = sys.stderr if args.json else sys.stdout
     show_stream = not args.json or sys.stderr.isatty()
 
-    def on_token(event) -> None:
+    def on_token(event: Token) -> None:
         if show_stream and event.text:
             try:
                 stream.write(event.text)
@@ -175,8 +181,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 service.cancel(event.request_id)
 
     try:
-        loaded = start_engine(service, sys.stderr.isatty(), settings.mode)
-        outcome = service.generate_sync(_request_from(settings, prompt), on_token=on_token)
+        info = start_engine(service, sys.stderr.isatty(), settings.mode)
+        outcome = generate(service, _request_from(settings, prompt), on_token)
         if show_stream and not isinstance(outcome, Rejected):
             stream.write("\n")
             stream.flush()
@@ -184,7 +190,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             code = Exit.USAGE if outcome.cause == "bad_input" else Exit.REJECTED
             return fail(outcome.reason, code)
         if args.json:
-            print(json.dumps(run_record(outcome, loaded, service), ensure_ascii=False, allow_nan=False))
+            print(json.dumps(run_record(outcome, info, service.mode()), ensure_ascii=False, allow_nan=False))
         if isinstance(outcome, Failed):
             return fail(outcome.error, Exit.FAILED)
         if isinstance(outcome, Cancelled):
@@ -196,13 +202,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return log_lost_exit(service, Exit.OK)
 
 
-def run_record(outcome, loaded, service) -> dict[str, Any]:
-    """The `run --json` object: the answer and every figure, as measured (JSON-safe)."""
+def run_record(outcome: Finished | Cancelled | Failed, info: ModelInfo, mode: ModeReadback | None) -> dict[str, Any]:
+    """The `run --json` object: the answer and every figure, as measured (JSON-safe);
+    `mode` is the mode read back at the end."""
     from antinet_tui.runtime.events import jsonable
 
     m = outcome.metrics
-    mode = service.current_mode
-    info = loaded.model_info
     return jsonable({
         "text": getattr(outcome, "text", ""),  # a Failed request has an error instead
         "token_ids": list(getattr(outcome, "token_ids", ())),
@@ -254,10 +259,11 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
     service = build_service(settings)
     try:
-        loaded = start_engine(service, sys.stderr.isatty() and not args.json, settings.mode)
+        info = start_engine(service, sys.stderr.isatty() and not args.json, settings.mode)
     finally:
         service.shutdown()
-    info, caps, mode = loaded.model_info, loaded.capabilities, service.current_mode
+    caps, mode = service.capabilities(), service.mode()
+    assert caps is not None  # loaded
     memory = psutil.virtual_memory()
     freq = cpu_freq()
     report = jsonable({

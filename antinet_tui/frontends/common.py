@@ -3,9 +3,9 @@ errors, and starting the engine (load, then the requested mode, read back)."""
 
 from __future__ import annotations
 
-import queue
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from antinet_tui.config import APP_NAME
@@ -13,7 +13,11 @@ from antinet_tui.engine.errors import EngineError, UnknownBackend, UnknownMode
 from antinet_tui.exit_codes import Exit
 
 if TYPE_CHECKING:
-    from antinet_tui.runtime.events import Loaded
+    from antinet_tui.engine.protocol import ModelInfo
+    from antinet_tui.runtime.client import EngineClient
+    from antinet_tui.runtime.events import Event
+
+_PROGRESS_END_WAIT_S = 2.0  # the dispatcher clears the progress line well within this
 
 
 LOG_CHOICE = "choose another --log-file, or --no-log"
@@ -85,39 +89,42 @@ def exit_for(exc: EngineError) -> Exit:
     return Exit.USAGE if isinstance(exc, (UnknownMode, UnknownBackend)) else Exit.MODEL
 
 
-def start_engine(service, show_progress: bool, mode: str | None = None) -> Loaded:
-    """Start the engine thread and block until the model is loaded and, when `mode` was
-    asked for, applied. A knob of the mode that could not be set is printed (a mode is
-    never silently a no-op); a mode that could not be applied at all raises EngineError."""
-    from antinet_tui.runtime.events import Loaded, LoadFailed, LoadProgress, ModeChanged  # not for --help
+def start_engine(client: EngineClient, show_progress: bool, mode: str | None = None) -> ModelInfo:
+    """Start the engine and block until the model is loaded and, when `mode` was asked
+    for, applied (it applies right after loading, before any request). A knob of the
+    mode that could not be set is printed (a mode is never silently a no-op); a model
+    that did not load or a mode that could not be applied at all raises EngineError."""
+    from antinet_tui.runtime.client import ServiceState  # not for --help
+    from antinet_tui.runtime.events import Loaded, LoadFailed, LoadProgress
 
-    events: queue.Queue = queue.Queue()
-    unsubscribe = service.subscribe(lambda e: events.put(e) if isinstance(
-        e, (Loaded, LoadFailed, LoadProgress, ModeChanged)) else None)
-    loaded = None
+    shown = threading.Event()  # the progress line is cleared: loading ended
+
+    def show(event: Event) -> None:  # the dispatcher thread: sees every LoadProgress before the end
+        if isinstance(event, LoadProgress):
+            print(f"\r\033[Kloading: {event.message} ({event.fraction:.0%})", end="", file=sys.stderr, flush=True)
+        elif isinstance(event, (Loaded, LoadFailed)):
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+            shown.set()
+
+    unsubscribe = client.subscribe(show) if show_progress else None
     try:
-        service.start()
-        while True:
-            event = events.get()
-            if isinstance(event, LoadProgress):
-                if show_progress:
-                    print(f"\r\033[Kloading: {event.message} ({event.fraction:.0%})", end="", file=sys.stderr,
-                          flush=True)
-                continue
-            if show_progress:
-                print("\r\033[K", end="", file=sys.stderr, flush=True)
-            if isinstance(event, LoadFailed):
-                raise EngineError(event.error)
-            if isinstance(event, Loaded):
-                loaded = event
-                if mode is None:
-                    return loaded
-            elif isinstance(event, ModeChanged) and event.requested == mode and not event.deferred:
-                if event.error or event.readback is None:
-                    raise EngineError(f"mode {mode!r} could not be applied: {event.error}")
-                for problem in event.readback.not_applied:
-                    print(f"{APP_NAME}: warning: mode {mode}: not applied: {problem}", file=sys.stderr)
-                if loaded is not None:
-                    return loaded
+        client.start()
+        change = client.set_mode(mode, requested_by="settings") if mode is not None else None
+        ready = client.wait_ready()
+        if show_progress:
+            shown.wait(_PROGRESS_END_WAIT_S)
     finally:
-        unsubscribe()
+        if unsubscribe is not None:
+            unsubscribe()
+    info = client.model_info()
+    if not ready or info is None:
+        if client.state is ServiceState.STOPPED:
+            raise EngineError("the engine was stopped while loading")
+        raise EngineError(client.load_error() or "the model did not load")
+    if change is not None:
+        applied = change.wait()
+        if applied.error or applied.readback is None:
+            raise EngineError(f"mode {mode!r} could not be applied: {applied.error}")
+        for problem in applied.readback.not_applied:
+            print(f"{APP_NAME}: warning: mode {mode}: not applied: {problem}", file=sys.stderr)
+    return info

@@ -12,7 +12,9 @@ from antinet_tui.runtime.session_log import SessionLog, SessionLogError, default
 
 
 def build_service(settings: Settings, modes_used: tuple[str, ...] = ()) -> EngineService:
-    """Backend + breaker + session log wired into an EngineService (not started).
+    """Backend + breaker + session log wired into an EngineService (not started). The
+    configured mode is checked here; the frontend asks for it once the service started
+    (set_mode(..., requested_by="settings")), so it can wait for its readback.
 
     `modes_used`: other modes the command will switch to (bench's), checked the same way.
     Raises EngineError (ModelNotFound, UnknownMode, ...) or ConfigError (an unwritable
@@ -34,5 +36,5 @@ def build_service(settings: Settings, modes_used: tuple[str, ...] = ()) -> Engin
             log = SessionLog(path)
         except SessionLogError as exc:
             raise ConfigError(f"{exc} ({LOG_CHOICE})") from None
-    return EngineService(backend, queue_size=settings.queue_size, breaker=breaker, session_log=log,
-                         initial_mode=settings.mode)
+    return EngineService(backend, queue_size=settings.queue_size, max_queue_wait_s=settings.max_queue_wait_s,
+                         breaker=breaker, session_log=log)

@@ -16,10 +16,10 @@ Modelled on resilience4j's CircuitBreaker with a COUNT_BASED sliding window:
 Where we differ from resilience4j, deliberately:
 
 * Thresholds are fractions (0.5), not percentages (50.0).
-* OPEN -> HALF_OPEN happens lazily, on the next `try_acquire()` *or* `snapshot()`
-  (resilience4j without automaticTransitionFromOpenToHalfOpenEnabled does it only on the
-  next permission request; we also do it on `snapshot()` so a dashboard polling the
-  breaker shows HALF_OPEN when the wait is over).
+* OPEN -> HALF_OPEN happens on the next `try_acquire()` or `poll()`, whichever comes
+  first (resilience4j's automaticTransitionFromOpenToHalfOpenEnabled, with the timer
+  outside: EngineService calls `poll()` when `seconds_until_probe()` has passed, so the
+  transition is reported on time). `snapshot()` only reads: looking never changes state.
 * Cancelled calls are never recorded: the caller gives their permit back with
   `release()` (resilience4j's releasePermission), so a cancelled probe does not decide
   anything and does not leak a half-open permit.
@@ -118,7 +118,17 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        return self.snapshot().state
+        return self._state
+
+    def seconds_until_probe(self) -> float | None:
+        """OPEN: time left before HALF_OPEN (0 when due); None in any other state."""
+        with self._lock:
+            return self._seconds_until_probe() if self._state is BreakerState.OPEN else None
+
+    def poll(self) -> None:
+        """Make the OPEN -> HALF_OPEN transition if its time has come."""
+        with self._lock:
+            self._open_to_half_open_if_due()
 
     def try_acquire(self) -> tuple[bool, str | None]:
         """Ask to make a call: (True, None), or (False, a sentence saying why not)."""
@@ -144,7 +154,8 @@ class CircuitBreaker:
                 self._probes_permitted -= 1
 
     def on_result(self, duration_ms: float, failed: bool) -> None:
-        """Record a permitted call's outcome and change state if the rates say so."""
+        """Record a permitted call's outcome and change state if the rates say so.
+        `duration_ms` is what is judged slow (EngineService passes the service time)."""
         with self._lock:
             if self._state in (BreakerState.OPEN, BreakerState.ISOLATED):
                 return
@@ -175,8 +186,8 @@ class CircuitBreaker:
                 self._transition(BreakerState.CLOSED, "reset by the operator")
 
     def snapshot(self) -> BreakerSnapshot:
+        """The state now, as an immutable value; changes nothing."""
         with self._lock:
-            self._open_to_half_open_if_due()
             return self._snapshot()
 
     # -- internals; the lock is held ----------------------------------------------

@@ -1,12 +1,16 @@
 """Everything the runtime tells its frontends, as immutable values.
 
 Every event carries `request_id` (None for events about the service as a whole),
-`t_ns` (perf_counter_ns at creation, for ordering and intervals) and `wall` (time.time(),
-for humans and logs). `to_record()` is the JSON-safe form written to the session log:
-enums become their values, dataclasses dicts, and a non-finite float becomes None.
+`t_ns` (perf_counter_ns at creation, for ordering and intervals; meaningful only within
+the process that made it) and `wall` (time.time(), for humans and logs). `to_record()`
+is the JSON-safe form written to the session log and sent over the wire: enums become
+their values, dataclasses dicts, tuples lists, and a non-finite float becomes None.
+`Event.from_record(record)` rebuilds the event (keys it does not know, such as the
+session log's "request", are ignored).
 
-An accepted request ends with exactly one of Finished, Cancelled or Failed; a refused
-one with Rejected. No Token event of a request follows its terminal event.
+An accepted request ends with exactly one of Finished, Cancelled, Failed, or Rejected
+with cause "queue_timeout" (it waited in the queue longer than the service allows); a
+refused one with Rejected. No Token event of a request follows its terminal event.
 """
 
 from __future__ import annotations
@@ -14,15 +18,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from antinet_tui.engine.protocol import Capabilities, ModelInfo, ModeReadback
 from antinet_tui.runtime.breaker import BreakerSnapshot, BreakerState
 from antinet_tui.runtime.metrics import RequestMetrics
 
-RejectCause = Literal["queue_full", "breaker_open", "bad_input", "not_ready"]
+# queue_full: no room in the queue; queue_timeout: waited longer than the queue allows;
+# breaker_open: the breaker refuses (open, half-open with its probes taken, isolated);
+# bad_input: the request itself is wrong; not_ready: loading, failed to load or stopped;
+# reserved: an experiment holds the engine (exclusive use).
+RejectCause = Literal["queue_full", "queue_timeout", "breaker_open", "bad_input", "not_ready", "reserved"]
+OPERATOR = "operator"  # the origin of requests typed at this machine (dashboard, CLI)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,9 +42,25 @@ class Event:
     t_ns: int = field(default_factory=time.perf_counter_ns)
     wall: float = field(default_factory=time.time)
 
+    @property
+    def about_request(self) -> int | None:
+        """The request this event is about (every subclass has a `request_id` field, at
+        its own position); None for events about the service as a whole."""
+        return getattr(self, "request_id", None)
+
     def to_record(self) -> dict[str, Any]:
         fields = jsonable(self)
         return {"kind": self.kind, "request_id": fields.pop("request_id"), **fields}
+
+    @staticmethod
+    def from_record(record: dict[str, Any]) -> Event:
+        """The event a `to_record()` dict describes. Raises ValueError for an unknown kind
+        or a record that lacks a field."""
+        kind = record.get("kind")
+        cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise ValueError(f"not an event record: kind {kind!r}")
+        return from_jsonable(cls, record)
 
 
 @dataclass(frozen=True)
@@ -64,9 +91,11 @@ class LoadFailed(Event):
 class Accepted(Event):
     kind: ClassVar[str] = "accepted"
     request_id: int
-    prompt: str
+    prompt: str  # the prompt, or a conversation's last user turn (a preview)
     max_new_tokens: int
     queue_length: int  # requests waiting, this one included
+    origin: str = OPERATOR  # who sent it: a client's address ("127.0.0.1:53122") or "operator"
+    measurement: bool = False  # an experiment's run: outside the breaker and the metrics history
 
 
 @dataclass(frozen=True)
@@ -117,6 +146,7 @@ class Rejected(Event):
     request_id: int | None
     reason: str
     cause: RejectCause
+    retry_after_s: float | None = None  # when trying again may succeed; None: no estimate
 
 
 @dataclass(frozen=True)
@@ -141,6 +171,7 @@ class ModeChanged(Event):
     deferred: bool = False
     error: str | None = None
     requested_by: str = "operator"
+    change_id: int = 0  # the ModeChange this ends (a later change supersedes a pending one)
     request_id: None = None
 
 
@@ -157,6 +188,12 @@ class SessionLogFailed(Event):
 
 
 TERMINAL_EVENTS = (Finished, Cancelled, Failed, Rejected)
+TerminalEvent = Finished | Cancelled | Failed | Rejected
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (LoadProgress, Loaded, LoadFailed, Accepted, Started, Token, Finished, Cancelled, Failed, Rejected,
+                BreakerTransition, ModeChanged)
+}
 
 
 def jsonable(value: Any) -> Any:
@@ -176,3 +213,62 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return jsonable(value.item())
     return str(value)
+
+
+T = TypeVar("T")
+
+
+def from_jsonable(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a dataclass from its `jsonable()` form, guided by its type hints: nested
+    dataclasses, enums, tuples and optional fields come back as they were. Keys that are
+    not fields are ignored."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not f.init:
+            continue
+        if f.name in data:
+            values[f.name] = _rebuild(hints[f.name], data[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{cls.__name__} record lacks {f.name!r}")
+    return cls(**values)
+
+
+def _rebuild(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        for option in options:  # the first that fits (float before int: JSON may write 3.0 as 3)
+            try:
+                return _rebuild(option, value)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"{value!r} fits none of {hint}")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else Any
+        return tuple(_rebuild(item, v) for v in value)
+    if origin is dict:
+        item = typing.get_args(hint)[1] if typing.get_args(hint) else Any
+        return {k: _rebuild(item, v) for k, v in value.items()}
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ValueError(f"{value!r} is not one of {typing.get_args(hint)}")
+        return value
+    if hint is Any or origin is not None:
+        return value
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a {hint.__name__} object, got {value!r}")
+        return from_jsonable(hint, value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint):
+        raise TypeError(f"expected {hint.__name__}, got {value!r}")
+    return value

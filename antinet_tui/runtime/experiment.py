@@ -16,17 +16,18 @@ The CLI (`antinet-tui bench`) and the dashboard's Experiment screen both run thi
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest, ModeReadback
 from antinet_tui.platform import conditions
 from antinet_tui.runtime.breaker import BreakerConfig
-from antinet_tui.runtime.events import Cancelled, Finished, ModeChanged, Rejected, jsonable
+from antinet_tui.runtime.client import EngineClient, RequestHandle, ServiceState
+from antinet_tui.runtime.events import Cancelled, Finished, Rejected, TerminalEvent, jsonable
 from antinet_tui.runtime.metrics import RequestMetrics
 from antinet_tui.runtime.stats import RatioEstimate, Spread, paired_ratio, verdict
 
@@ -83,10 +84,13 @@ class ExperimentPlan:
                 raise PlanError(f"{too_long[0]} tokens do not fit: the context holds {context_length} tokens "
                                 f"and the longest prompt takes {longest_prompt_tokens}, leaving {room}")
 
-    def validate_for(self, service) -> None:
+    def validate_for(self, client: EngineClient) -> None:
         """validate() against a loaded service: its modes, its context, its longest prompt."""
-        longest = max(service.count_prompt_tokens(GenerationRequest(p)) for p in self.prompts)
-        self.validate(service.capabilities.mode_names, service.model_info.context_length, longest)
+        capabilities, info = client.capabilities(), client.model_info()
+        if capabilities is None or info is None:
+            raise PlanError("the model is not loaded yet")
+        longest = max(client.count_prompt_tokens(GenerationRequest(p)) for p in self.prompts)
+        self.validate(capabilities.mode_names, info.context_length, longest)
 
 
 @dataclass(frozen=True)
@@ -231,29 +235,44 @@ class ExperimentError(Exception):
 
 
 class Experiment:
-    """Runs a plan through an EngineService that is started and loaded."""
+    """Runs a plan through an engine service that is started and loaded.
 
-    def __init__(self, service, plan: ExperimentPlan, on_run: OnRun | None = None,
+    It reserves the engine for its whole run (EngineClient.reserve): nobody else can
+    change the mode or slip a request between its runs, whoever asks."""
+
+    HOLDER = "experiment"  # its reservation's holder, its runs' origin, its mode changes' requested_by
+
+    def __init__(self, client: EngineClient, plan: ExperimentPlan, on_run: OnRun | None = None,
                  mode_timeout_s: float = 60.0):
-        self.service = service
+        self.client = client
         self.plan = plan
         self.on_run = on_run
         self.mode_timeout_s = mode_timeout_s
         self._stop = threading.Event()
+        self._in_flight: RequestHandle | None = None
 
     def abort(self) -> None:
         """Stop now (from any thread): the run in flight is cancelled (only ours, never an
         operator's request); finished runs are kept."""
         self._stop.set()
+        handle = self._in_flight
+        if handle is not None:
+            handle.cancel()
 
     def run(self) -> ExperimentReport:
+        """Raises EngineError when the engine cannot be reserved (busy, or reserved)."""
+        with self.client.reserve(self.HOLDER):
+            return self._run()
+
+    def _run(self) -> ExperimentReport:
         stop = self._stop
-        service = self.service
-        info = service.model_info
+        client = self.client
+        info = client.model_info()
         report = ExperimentReport(self.plan, backend=info.backend if info else "", model=info.path if info else "")
         runs = schedule(self.plan)
         before = conditions.snapshot()
-        initial_mode = service.current_mode.requested if service.current_mode else None
+        start_mode = client.mode()
+        initial_mode = start_mode.requested if start_mode else None
         try:
             for done, scheduled in enumerate(runs, start=1):
                 if stop.is_set():
@@ -269,8 +288,8 @@ class Experiment:
                 request = GenerationRequest(self.plan.prompts[scheduled.prompt_index],
                                             max_new_tokens=scheduled.token_count, temperature=0.0,
                                             ignore_eos=True)
-                outcome = service.generate_sync(request, measurement=True, stop=stop)
-                if isinstance(outcome, Cancelled) or stop.is_set():  # abort(), or Ctrl-C in generate_sync
+                outcome = self._measure(request)
+                if isinstance(outcome, Cancelled) or stop.is_set():  # abort(), or Ctrl-C
                     report.stop_by_operator(done - 1, len(runs))
                     break
                 if not isinstance(outcome, Finished):
@@ -284,42 +303,54 @@ class Experiment:
                 if self.on_run:
                     self.on_run(result, done, len(runs))
         finally:
-            current = service.current_mode.requested if service.current_mode else None
+            now = client.mode()
+            current = now.requested if now else None
             if initial_mode is not None and (stop.is_set() or initial_mode != current):
                 try:  # leave the engine as the operator had it
                     if stop.is_set():  # no waiting once aborted (a change of ours may still be pending:
                         # this one replaces it); it applies before the next request
-                        service.set_mode(initial_mode, requested_by="experiment")
+                        client.set_mode(initial_mode, requested_by=self.HOLDER)
                     else:
                         self._apply_mode(initial_mode)
                 except (EngineError, ExperimentError) as exc:
                     report.warnings.append(f"could not restore mode {initial_mode!r}: {exc}")
             record, warnings = conditions.describe(before, conditions.snapshot())
-            record["slow_call_ms"] = service.breaker.config.slow_call_ms
+            record["slow_call_ms"] = client.breaker_view().config.slow_call_ms
             report.conditions = record
             report.warnings += warnings
         return report
 
+    def _measure(self, request: GenerationRequest) -> TerminalEvent:
+        """One run; abort() or Ctrl-C on this thread cancel it (its Cancelled is returned)."""
+        with self.client.submit(request, origin=self.HOLDER, measurement=True) as handle:
+            self._in_flight = handle
+            try:
+                if self._stop.is_set():  # abort() came between the check and the submit
+                    handle.cancel()
+                return handle.result()
+            except KeyboardInterrupt:
+                self._stop.set()
+                handle.cancel()
+                return handle.result()
+            finally:
+                self._in_flight = None
+
     def _apply_mode(self, mode: str) -> ModeReadback:
         """Apply a mode and wait for its readback (it applies between requests)."""
-        changes: queue.Queue = queue.Queue()
-        unsubscribe = self.service.subscribe(
-            lambda e: changes.put(e) if isinstance(e, ModeChanged) and e.requested == mode and not e.deferred else None)
-        try:
-            self.service.set_mode(mode, requested_by="experiment")
-            deadline = time.monotonic() + self.mode_timeout_s
-            while True:  # in short waits, so abort() and a stopped engine end it promptly
-                try:
-                    event = changes.get(timeout=0.1)
-                    break
-                except queue.Empty:
-                    if self._stop.is_set() or self.service.state != "ready":
-                        raise ExperimentError(f"stopped while applying mode {mode!r}") from None
-                    if time.monotonic() > deadline:
-                        raise ExperimentError(
-                            f"mode {mode!r} was not applied within {self.mode_timeout_s:.0f} s") from None
-        finally:
-            unsubscribe()
+        change = self.client.set_mode(mode, requested_by=self.HOLDER)
+        deadline = time.monotonic() + self.mode_timeout_s
+        while True:  # in short waits, so abort() and a stopped engine end it promptly
+            try:
+                event = change.wait(0.1)
+                break
+            except TimeoutError:
+                if self._stop.is_set() or self.client.state is not ServiceState.READY:
+                    raise ExperimentError(f"stopped while applying mode {mode!r}") from None
+                if time.monotonic() > deadline:
+                    raise ExperimentError(
+                        f"mode {mode!r} was not applied within {self.mode_timeout_s:.0f} s") from None
+            except EngineError as exc:  # the service stopped
+                raise ExperimentError(f"mode {mode!r} was not applied: {exc}") from None
         if event.error or event.readback is None:
             raise ExperimentError(f"mode {mode!r} could not be applied: {event.error}")
         return event.readback

@@ -9,6 +9,9 @@ Definitions (DESIGN.md), all from `time.perf_counter_ns()` stamps:
   fewer than 2 tokens. Never divided by max_new_tokens, never mixed with TTFT.
 * end-to-end: accepted -> last token, or -> the moment of cancel / error (or the end of
   the request when it produced no token).
+* service time: the engine starts the request -> its last token (or cancel / error): the
+  engine's own time, what the breaker judges (queue wait is load, not slowness). None
+  for a request that never started.
 
 A figure that is undefined is None, never NaN or 0, so logs stay valid JSON and a
 dashboard can say "n/a".
@@ -25,7 +28,7 @@ from antinet_tui.engine.protocol import GenerationResult
 
 Outcome = Literal["finished", "cancelled", "failed"]
 
-SERIES_NAMES = ("queue_wait_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "e2e_ms")
+SERIES_NAMES = ("queue_wait_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "e2e_ms", "service_ms")
 
 
 @dataclass
@@ -59,6 +62,7 @@ class RequestMetrics:
     stop_reason: str | None  # StopReason value; None when the request failed
     outcome: Outcome
     backend_profile: dict[str, Any] = field(default_factory=dict)
+    service_ms: float | None = None  # started -> last token; None when it never started
 
 
 def compute_metrics(
@@ -91,6 +95,7 @@ def compute_metrics(
         stop_reason=getattr(stop, "value", stop),
         outcome=outcome,
         backend_profile=dict(result_or_partial.backend_profile),
+        service_ms=_ms(end_of_work - started_ns) if started_ns is not None else None,
     )
 
 
@@ -174,11 +179,53 @@ class MetricsStore:
         with self._lock:
             return dict(self._breaker_transitions)
 
+    def summary(self) -> MetricsSummary:
+        """Everything above as one immutable value, taken under one lock acquisition."""
+        with self._lock:
+            series = {name: tuple(values) for name, values in self._series.items()}
+            outcomes = {k: self._outcomes[k] for k in ("finished", "cancelled", "failed", "rejected")}
+            rejections, transitions = dict(self._rejections), dict(self._breaker_transitions)
+        return MetricsSummary(self.window, series, outcomes, rejections, transitions)
+
     def _values(self, name: str) -> deque[float]:
         try:
             return self._series[name]
         except KeyError:
             raise KeyError(f"unknown series {name!r}; known: {', '.join(SERIES_NAMES)}") from None
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    """A copy of the metrics at one moment: what a frontend draws, and what a remote
+    engine sends. Series hold finished requests' figures, oldest first, at most `window`.
+    Its dicts are its own copies (nobody else sees a change to them)."""
+
+    window: int
+    series_values: dict[str, tuple[float, ...]]
+    outcomes: dict[str, int]  # finished / cancelled / failed / rejected
+    rejections: dict[str, int]  # by RejectCause
+    breaker_transitions: dict[str, int]  # entries into each breaker state
+
+    def series(self, name: str) -> tuple[float, ...]:
+        try:
+            return self.series_values[name]
+        except KeyError:
+            raise KeyError(f"unknown series {name!r}; known: {', '.join(self.series_values)}") from None
+
+    def latest(self, name: str) -> float | None:
+        values = self.series(name)
+        return values[-1] if values else None
+
+    def percentiles(self, name: str) -> dict[str, float | None]:
+        """p50/p95/p99 and n, as MetricsStore.percentiles."""
+        values = sorted(self.series(name))
+        return {"p50": percentile(values, 50), "p95": percentile(values, 95), "p99": percentile(values, 99),
+                "n": len(values)}
+
+    @classmethod
+    def empty(cls, window: int = 100) -> MetricsSummary:
+        return cls(window, {name: () for name in SERIES_NAMES}, dict.fromkeys(
+            ("finished", "cancelled", "failed", "rejected"), 0), {}, {})
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:

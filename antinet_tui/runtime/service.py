@@ -6,9 +6,11 @@ Two threads, both daemons:
   close): models are not re-entrant. It takes requests from a bounded queue one at a
   time and applies mode changes between requests.
 * the dispatcher thread writes each event's session-log record, then delivers the event
-  to subscribers (so whatever a subscriber saw finish is already in the log). The
-  engine thread only puts events on an unbounded queue, so a slow subscriber (a UI
-  repainting, a disk) never stalls generation.
+  to every subscriber and then to its request's handle (routed by request id), so
+  whatever a reader saw finish is already in the log and known to every subscriber. The engine thread only puts events on an
+  unbounded queue, so a slow subscriber (a UI repainting, a disk) never stalls
+  generation. The dispatcher also keeps time: it ends requests that waited too long
+  and moves an OPEN breaker to HALF_OPEN when its wait is over.
 
 Ordering guarantees: events reach subscribers in the order they were emitted; a
 request's Accepted precedes its Started, its Tokens precede its terminal event, and a
@@ -16,18 +18,27 @@ request's tokens are never attributed to another (every event carries its id).
 
 Policy, in one place:
 
-* submit() refuses with a Rejected event (and an unaccepted Submission) on bad input,
-  when the queue is full, when the breaker refuses, or when the engine failed to load
-  or is shut down. Requests submitted while the model loads wait in the queue; their
-  token-count checks run when they start and end in Failed if they do not pass.
-* The breaker is fed the end-to-end time of every finished and failed call (queue wait
-  included: it protects callers, and they wait through it). Cancelled calls give their
-  permit back and are not recorded. A backend's InvalidRequest is the request's fault,
-  not the engine's: Failed, but not counted as a breaker failure.
+* submit() refuses with a Rejected event (and a handle with accepted False) on bad input,
+  when the queue is full, when the breaker refuses, when another holder reserved the
+  engine, or when the engine failed to load or is shut down. Requests submitted while
+  the model loads wait in the queue; their token-count checks run when they start and
+  end in Failed if they do not pass.
+* Waiting is bounded: a request that waits in the queue longer than `max_queue_wait_s`
+  ends with Rejected(cause="queue_timeout", retry_after_s=...): with many clients the
+  queue grows on a healthy engine, and a caller is better told to come back than held.
+* The breaker judges the engine, not the load: it is fed the service time (the engine
+  starts the request -> its last token) of every finished and failed call. Cancelled
+  calls give their permit back and are not recorded. A backend's InvalidRequest is the
+  request's fault, not the engine's: Failed, but not counted as a breaker failure.
+  OPEN turns HALF_OPEN on time (the dispatcher polls it when its wait is over), so the
+  transition is an event even when no request arrives.
 * Measurements (an experiment's runs, submitted with measurement=True) bypass the
   breaker and the metrics history: they are long on purpose, and an experiment that the
   breaker cut off halfway, or that filled the operator's latency charts, would be wrong.
   Only the operator's isolation of the breaker refuses them.
+* Exclusive use: `reserve(holder)` gives one holder (an experiment) the modes and the
+  engine; anyone else's set_mode() raises EngineError and their requests are refused
+  (cause "reserved"), whoever asks (the dashboard, the CLI, an HTTP client).
 * set_mode() with a name the backend does not offer raises UnknownMode synchronously (so
   the CLI can print it and exit); other mode errors arrive as ModeChanged(error=...).
 * Backend.count_prompt_tokens is called on the submitting thread, so the backend must
@@ -45,6 +56,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import antinet_tui
 from antinet_tui.engine.errors import EngineError, InvalidRequest
@@ -59,7 +71,18 @@ from antinet_tui.engine.protocol import (
 )
 from antinet_tui.engine.validation import validate_fits, validate_mode, validate_request
 from antinet_tui.runtime.breaker import ISOLATED_REFUSAL, BreakerSnapshot, BreakerState, CircuitBreaker
+from antinet_tui.runtime.client import (
+    EngineReserved,
+    ModeChange,
+    RequestHandle,
+    Reservation,
+    ServiceState,
+    Subscriber,
+    _Inbox,
+    refused_handle,
+)
 from antinet_tui.runtime.events import (
+    OPERATOR,
     TERMINAL_EVENTS,
     Accepted,
     BreakerTransition,
@@ -78,24 +101,31 @@ from antinet_tui.runtime.events import (
     Token,
     jsonable,
 )
-from antinet_tui.runtime.metrics import MetricsStore, Outcome, PartialResult, RequestMetrics, compute_metrics
+from antinet_tui.runtime.metrics import (
+    MetricsStore,
+    MetricsSummary,
+    Outcome,
+    PartialResult,
+    RequestMetrics,
+    compute_metrics,
+)
 from antinet_tui.runtime.session_log import SessionLog, SessionLogError
 
 logger = logging.getLogger(__name__)
 
-Subscriber = Callable[[Event], None]
-TerminalEvent = Finished | Cancelled | Failed | Rejected
-
-_LOGGED_KINDS = {"loaded", "load_failed", "finished", "cancelled", "failed", "rejected", "breaker_transition", "mode_changed"}
+_LOGGED_KINDS = {"loaded", "load_failed", "finished", "cancelled", "failed", "rejected", "breaker_transition",
+                 "mode_changed"}
 _STOP_DISPATCHER = object()
-_ENDED_EVENT_WAIT_S = 2.0  # an already emitted terminal event reaches a subscriber well within this
+DEFAULT_MAX_QUEUE_WAIT_S = 60.0  # a full queue of 8 typical answers drains within it here
+_TIMEKEEPING_SLICE_S = 0.25  # while something waits on time, the dispatcher looks this often
+_RETRY_WHEN_UNKNOWN_S = 1.0  # retry_after_s for a full queue before any request finished
 
 
 @dataclass(frozen=True)
-class Submission:
+class _Abandon:
+    """A dropped, unfinished handle: the dispatcher cancels its request."""
+
     request_id: int
-    accepted: bool
-    reason: str | None = None  # why it was refused
 
 
 class _ShutdownDuringLoad(BaseException):
@@ -111,25 +141,40 @@ class _Job:
     prompt_tokens: int | None  # None until counted (submitted before the model loaded)
     measurement: bool = False  # an experiment's run: outside the breaker and the metrics history
     cancel: threading.Event = field(default_factory=threading.Event)
+    deadline: float = float("inf")  # time.monotonic() after which it may no longer wait
+
+
+@dataclass
+class _PendingMode:
+    change: ModeChange
+    superseded: list[ModeChange] = field(default_factory=list)  # earlier changes this one replaced
 
 
 class EngineService:
+    """The in-process EngineClient (see runtime/client.py for the contract)."""
+
     def __init__(
         self,
         backend: Backend,
         *,
         queue_size: int = 8,
+        max_queue_wait_s: float = DEFAULT_MAX_QUEUE_WAIT_S,
         breaker: CircuitBreaker | None = None,
         metrics: MetricsStore | None = None,
         session_log: SessionLog | None = None,
         initial_mode: str | None = None,
     ):
-        """`queue_size` counts waiting requests (the running one aside). The service takes
-        over `breaker.on_transition`: transitions arrive as BreakerTransition events."""
+        """`queue_size` counts waiting requests (the running one aside); `max_queue_wait_s`
+        is how long one may wait before it is refused (queue_timeout). The service takes
+        over `breaker.on_transition`: transitions arrive as BreakerTransition events.
+        `initial_mode` is applied right after loading (requested_by "settings")."""
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
+        if not max_queue_wait_s > 0:
+            raise ValueError("max_queue_wait_s must be positive")
         self._backend = backend
         self._queue_size = queue_size
+        self._max_queue_wait_s = max_queue_wait_s
         self._breaker = breaker or CircuitBreaker()
         self._breaker.on_transition = self._on_breaker_transition
         self._metrics = metrics or MetricsStore()
@@ -139,9 +184,13 @@ class EngineService:
         self._wakeup = threading.Condition(self._lock)  # the engine thread waits on it
         self._queue: deque[_Job] = deque()
         self._running: _Job | None = None
-        # (mode, requested_by) waiting for the engine thread to apply it between requests
-        self._pending_mode = (initial_mode, "settings") if initial_mode else None
-        self._state = "not_started"
+        self._change_ids = itertools.count(1)
+        self._pending_mode: _PendingMode | None = None  # applied by the engine thread between requests
+        if initial_mode:
+            self._pending_mode = _PendingMode(ModeChange(next(self._change_ids), initial_mode, "settings"))
+        self._mode_changes: dict[int, list[ModeChange]] = {}  # change id -> who waits for its event
+        self._reservation: Reservation | None = None
+        self._state = ServiceState.NOT_STARTED
         self._load_error: str | None = None
         self._loaded = threading.Event()  # set when loading ended, either way
         self._stopping = threading.Event()
@@ -153,7 +202,8 @@ class EngineService:
 
         self._events: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._subscribers: tuple[Subscriber, ...] = ()
-        self._requests_to_log: dict[int, GenerationRequest] = {}  # until their terminal record
+        self._routes: dict[int, _Inbox] = {}  # request id -> its handle's inbox, until its terminal event
+        self._requests_to_log: dict[int, tuple[GenerationRequest, str]] = {}  # until their terminal record
         self._held_transitions = threading.local()
         self._engine_thread = threading.Thread(target=self._engine_main, name="antinet-engine", daemon=True)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="antinet-events", daemon=True)
@@ -163,8 +213,8 @@ class EngineService:
     def start(self) -> EngineService:
         """Start the dispatcher and the engine thread, which loads the model."""
         with self._lock:
-            if self._state != "not_started":
-                raise RuntimeError(f"the service was already started (state: {self._state})")
+            if self._state is not ServiceState.NOT_STARTED:
+                raise RuntimeError(f"the service was already started (state: {self._state.value})")
         # first, so a log that cannot be written (a full disk) refuses the start: SessionLogError
         self._log.write(
             {
@@ -176,7 +226,7 @@ class EngineService:
             }
         )
         with self._lock:
-            self._state = "loading"
+            self._state = ServiceState.LOADING
         self._dispatcher.start()
         self._engine_thread.start()
         return self
@@ -184,7 +234,7 @@ class EngineService:
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until loading ended; True when the model is ready."""
         self._loaded.wait(timeout)
-        return self.state == "ready"
+        return self._state is ServiceState.READY
 
     def shutdown(self, timeout: float = 1.0) -> None:
         """Cancel the running request, cancel the queued ones, stop both threads.
@@ -192,35 +242,49 @@ class EngineService:
         Returns within about `timeout` seconds: the running request stops within one
         decode step. A backend stuck longer (a decode step or a load that ignores the
         request) is left to its daemon thread, which closes the backend when it returns.
-        Idempotent."""
+        Handles and mode changes still waiting then raise EngineError. Idempotent."""
         deadline = time.monotonic() + timeout
         with self._lock:
             if self._stopping.is_set():
                 return
             self._stopping.set()
             self._loaded.set()  # wake wait_ready(): a load in progress is abandoned
-            was_started = self._state != "not_started"
-            self._state = "stopped"
+            was_started = self._state is not ServiceState.NOT_STARTED
+            self._state = ServiceState.STOPPED
             queued = list(self._queue)
             self._queue.clear()
             if self._running is not None:
                 self._running.cancel.set()
+            pending, self._pending_mode = self._pending_mode, None
             self._wakeup.notify_all()
         for job in queued:
             self._cancel_unstarted(job)
         if not was_started:
             self._close_backend()
-            return
-        self._engine_thread.join(max(0.0, deadline - time.monotonic()))
-        if self._engine_thread.is_alive():
-            logger.warning("the engine did not stop within %.1f s; it will close the backend when it returns", timeout)
-        self._events.put(_STOP_DISPATCHER)
-        self._dispatcher.join(max(0.0, deadline - time.monotonic()))
-        if not self._dispatcher.is_alive():
-            self._log.close()
+        else:
+            self._engine_thread.join(max(0.0, deadline - time.monotonic()))
+            if self._engine_thread.is_alive():
+                logger.warning("the engine did not stop within %.1f s; it will close the backend when it returns",
+                               timeout)
+            self._events.put(_STOP_DISPATCHER)
+            self._dispatcher.join(max(0.0, deadline - time.monotonic()))
+            if not self._dispatcher.is_alive():
+                self._log.close()
+        # whatever the dispatcher could not end (it is gone, or stuck in a subscriber)
+        if pending is not None:
+            for change in (*pending.superseded, pending.change):
+                change._abort(f"the service stopped before mode {change.requested!r} was applied")
+        with self._lock:
+            routes, self._routes = self._routes, {}
+            waiters, self._mode_changes = self._mode_changes, {}
+        for inbox in routes.values():
+            inbox.abort("the service stopped before the request ended")
+        for changes in waiters.values():
+            for change in changes:
+                change._abort(f"the service stopped before mode {change.requested!r} was applied")
 
     def __enter__(self) -> EngineService:
-        if self._state == "not_started":
+        if self._state is ServiceState.NOT_STARTED:
             self.start()
         return self
 
@@ -241,65 +305,84 @@ class EngineService:
         return unsubscribe
 
     @property
-    def breaker(self) -> CircuitBreaker:
-        return self._breaker
-
-    @property
-    def metrics(self) -> MetricsStore:
-        return self._metrics
-
-    @property
     def session_log(self) -> SessionLog:
         """The log records go to (its `lost` counts records the disk refused)."""
         return self._log
 
     @property
-    def model_info(self) -> ModelInfo | None:
-        return self._model_info
-
-    @property
-    def capabilities(self) -> Capabilities | None:
-        return self._capabilities
-
-    @property
-    def current_mode(self) -> ModeReadback | None:
-        """The last mode readback: what is in force, not what was asked for."""
-        return self._mode
-
-    @property
-    def queue_length(self) -> int:
-        return len(self._queue)
-
-    @property
-    def is_busy(self) -> bool:
-        return self._running is not None
-
-    @property
-    def state(self) -> str:
-        """not_started, loading, ready, failed or stopped."""
+    def state(self) -> ServiceState:
         return self._state
 
-    @property
     def load_error(self) -> str | None:
         return self._load_error
 
+    def breaker_view(self) -> BreakerSnapshot:
+        return self._breaker.snapshot()
+
+    def metrics_summary(self) -> MetricsSummary:
+        return self._metrics.summary()
+
+    def model_info(self) -> ModelInfo | None:
+        return self._model_info
+
+    def capabilities(self) -> Capabilities | None:
+        return self._capabilities
+
+    def mode(self) -> ModeReadback | None:
+        """The last mode readback: what is in force, not what was asked for."""
+        return self._mode
+
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def running_count(self) -> int:
+        return 0 if self._running is None else 1
+
     # -- requests ------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, measurement: bool = False) -> Submission:
-        """Queue a request. A `measurement` (an experiment's run) is deliberately long
-        and repeated: the breaker neither refuses nor counts it, and it stays out of the
-        metrics history, which describes the operator's requests."""
-        submission, _ = self._submit(request, next(self._ids), measurement)
-        return submission
+    def submit(self, request: GenerationRequest, *, origin: str = OPERATOR, measurement: bool = False) -> RequestHandle:
+        """Queue a request; see EngineClient.submit. A `measurement` (an experiment's run)
+        is deliberately long and repeated: the breaker neither refuses nor counts it, and
+        it stays out of the metrics history, which describes the operator's requests."""
+        request_id = next(self._ids)
+        self._requests_to_log[request_id] = (request, origin)
+        prompt_tokens, refusal = self._check_input(request)
+        with self._lock:
+            if refusal is None:
+                refusal = self._check_capacity(origin)
+            if refusal is None and measurement:  # only the operator's isolation stops these
+                if self._breaker.state is BreakerState.ISOLATED:
+                    refusal = (ISOLATED_REFUSAL, "breaker_open")
+            elif refusal is None:
+                permitted, why = self._breaker.try_acquire()
+                if not permitted:
+                    refusal = (why or "the breaker refuses", "breaker_open")
+            if refusal is None:
+                job = _Job(request_id, request, time.perf_counter_ns(), prompt_tokens, measurement,
+                           deadline=time.monotonic() + self._max_queue_wait_s)
+                inbox = _Inbox(lambda e: isinstance(e, TERMINAL_EVENTS))
+                self._routes[request_id] = inbox
+                self._queue.append(job)
+                self._emit(Accepted(request_id, _preview(request), request.max_new_tokens, len(self._queue),
+                                    origin=origin, measurement=measurement))
+                self._wakeup.notify_all()
+                return RequestHandle(request_id, inbox, self.cancel, self._abandon, accepted=True,
+                                     origin=origin, measurement=measurement)
+        reason, cause = refusal
+        rejected = Rejected(request_id, reason, cause, self._retry_after(cause))
+        if not measurement:
+            self._metrics.record_rejection(cause)
+        self._emit(rejected)
+        return refused_handle(rejected, origin, measurement)
 
-    def cancel(self, request_id: int | None = None) -> bool:
-        """Cancel the running request (None: whichever is running) or remove a queued one.
+    def cancel(self, request_id: int) -> bool:
+        """Cancel the running request or remove a queued one.
 
         A running request stops within one decode step and ends with Cancelled; a queued
         one ends with Cancelled now. False when there was nothing to cancel."""
         with self._lock:
             running = self._running
-            if running is not None and request_id in (None, running.request_id):
+            if running is not None and request_id == running.request_id:
                 running.cancel.set()
                 return True
             job = next((j for j in self._queue if j.request_id == request_id), None)
@@ -309,56 +392,10 @@ class EngineService:
         self._cancel_unstarted(job)
         return True
 
-    def generate_sync(
-        self,
-        request: GenerationRequest,
-        on_token: Callable[[Token], None] | None = None,
-        timeout: float | None = None,
-        measurement: bool = False,
-        stop: threading.Event | None = None,
-    ) -> TerminalEvent:
-        """Submit (see `submit`) and block until the request's terminal event, which is returned.
+    # -- modes ---------------------------------------------------------------------
 
-        `on_token` runs on the dispatcher thread. On timeout, when `stop` is set (from any
-        thread), or on KeyboardInterrupt in the calling thread, this request (and no other)
-        is cancelled and its Cancelled event returned (with what was generated so far)."""
-        if self._state == "not_started":
-            raise RuntimeError("call start() before generate_sync()")
-        request_id = next(self._ids)
-        ended: list[TerminalEvent] = []
-        done = threading.Event()
-
-        def listen(event: Event) -> None:
-            if event.request_id != request_id:
-                return
-            if isinstance(event, Token) and on_token is not None:
-                on_token(event)
-            elif isinstance(event, TERMINAL_EVENTS):
-                ended.append(event)
-                done.set()
-
-        unsubscribe = self.subscribe(listen)
-        try:
-            try:
-                _, rejected = self._submit(request, request_id, measurement)
-                if rejected is not None:
-                    return rejected
-                if not self._wait(done, timeout, stop):
-                    self.cancel(request_id)
-                    self._wait(done, None)
-            except KeyboardInterrupt:
-                # Ctrl-C can land anywhere above. Queued or running: cancelled, its end
-                # follows. Neither: it ended already (its terminal event is on the way)
-                # or it was never queued, and then the interrupt is the caller's.
-                if not self.cancel(request_id) and not self._wait(done, _ENDED_EVENT_WAIT_S):
-                    raise
-                self._wait(done, None)
-            return ended[0]
-        finally:
-            unsubscribe()
-
-    def set_mode(self, name: str, requested_by: str = "operator") -> None:
-        """Apply a performance mode between requests.
+    def set_mode(self, mode: str, *, requested_by: str = OPERATOR) -> ModeChange:
+        """Apply a performance mode between requests; see EngineClient.set_mode.
 
         Raises UnknownMode at once for a name the backend does not offer (checked when
         the model is loaded; before that the engine checks it after loading and reports
@@ -367,14 +404,45 @@ class EngineService:
         carried on the ModeChanged events, so a frontend can tell an experiment's
         switches from the operator's."""
         if self._capabilities is not None:
-            validate_mode(name, self._capabilities.mode_names)
+            validate_mode(mode, self._capabilities.mode_names)
         with self._lock:
-            if self._state in ("failed", "stopped"):
-                raise EngineError(f"cannot change the mode: the engine is {self._state}")
-            self._pending_mode = (name, requested_by)
+            if self._state in (ServiceState.LOAD_FAILED, ServiceState.STOPPED):
+                raise EngineError(f"cannot change the mode: the engine is {self._state.value.replace('_', ' ')}")
+            if self._reservation is not None and requested_by != self._reservation.holder:
+                raise EngineReserved(f"the modes are reserved by the {self._reservation.holder} until it ends; "
+                                  f"stop it first")
+            change = ModeChange(next(self._change_ids), mode, requested_by)
+            previous = self._pending_mode
+            superseded = [*previous.superseded, previous.change] if previous is not None else []
+            self._pending_mode = _PendingMode(change, superseded)
             if self._running is not None:
-                self._emit(ModeChanged(requested=name, readback=None, deferred=True, requested_by=requested_by))
+                self._emit(ModeChanged(requested=mode, readback=None, deferred=True, requested_by=requested_by,
+                                       change_id=change.change_id))
             self._wakeup.notify_all()
+        return change
+
+    # -- exclusive use -------------------------------------------------------------
+
+    def reserve(self, holder: str) -> Reservation:
+        """Give `holder` the engine until the reservation is released: others' mode
+        changes raise EngineError and their requests are refused (cause "reserved"); the
+        holder's own pass when their `requested_by` / `origin` is `holder`. Raises
+        EngineReserved when another holder has it, EngineError when requests are queued or
+        running (they would share the engine with the holder's)."""
+        with self._lock:
+            if self._reservation is not None:
+                raise EngineReserved(f"the engine is reserved by the {self._reservation.holder}")
+            if self._running is not None or self._queue:
+                raise EngineError("requests are running: the engine can be reserved once they end")
+            self._reservation = reservation = Reservation(holder, self._release)
+        return reservation
+
+    def _release(self, reservation: Reservation) -> None:
+        with self._lock:
+            if self._reservation is reservation:
+                self._reservation = None
+
+    # -- the rest of the surface -----------------------------------------------------
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """Tokens the request's prompt occupies after the chat template (model loaded)."""
@@ -382,7 +450,7 @@ class EngineService:
             raise EngineError("the model is not loaded yet")
         return self._backend.count_prompt_tokens(request)
 
-    def log_record(self, record: dict) -> None:
+    def log_record(self, record: dict[str, Any]) -> None:
         """Append a frontend's own record (an experiment's results, ...) to the session log.
         A record the disk refused is reported to subscribers (SessionLogFailed), not raised."""
         try:
@@ -398,34 +466,6 @@ class EngineService:
 
     # -- submission ----------------------------------------------------------------
 
-    def _submit(
-        self, request: GenerationRequest, request_id: int, measurement: bool = False
-    ) -> tuple[Submission, Rejected | None]:
-        self._requests_to_log[request_id] = request
-        prompt_tokens, refusal = self._check_input(request)
-        with self._lock:
-            if refusal is None:
-                refusal = self._check_capacity()
-            if refusal is None and measurement:  # only the operator's isolation stops these
-                if self._breaker.state is BreakerState.ISOLATED:
-                    refusal = (ISOLATED_REFUSAL, "breaker_open")
-            elif refusal is None:
-                permitted, why = self._breaker.try_acquire()
-                if not permitted:
-                    refusal = (why, "breaker_open")
-            if refusal is None:
-                job = _Job(request_id, request, time.perf_counter_ns(), prompt_tokens, measurement)
-                self._queue.append(job)
-                self._emit(Accepted(request_id, request.prompt, request.max_new_tokens, len(self._queue)))
-                self._wakeup.notify_all()
-                return Submission(request_id, True), None
-        reason, cause = refusal
-        rejected = Rejected(request_id, reason, cause)
-        if not measurement:
-            self._metrics.record_rejection(cause)
-        self._emit(rejected)
-        return Submission(request_id, False, reason), rejected
-
     def _check_input(self, request: GenerationRequest) -> tuple[int | None, tuple[str, RejectCause] | None]:
         """(prompt tokens, or None before the model is loaded; the refusal, if any)."""
         info = self._model_info
@@ -439,29 +479,40 @@ class EngineService:
             return prompt_tokens, (str(exc), "bad_input")
         return prompt_tokens, None
 
-    def _check_capacity(self) -> tuple[str, RejectCause] | None:
+    def _check_capacity(self, origin: str) -> tuple[str, RejectCause] | None:
         """The lock is held."""
-        if self._state == "failed":
+        if self._state is ServiceState.NOT_STARTED:
+            return "the engine is not started", "not_ready"
+        if self._state is ServiceState.LOAD_FAILED:
             return f"the engine failed to load: {self._load_error}", "not_ready"
-        if self._state == "stopped":
+        if self._state is ServiceState.STOPPED:
             return "the engine is shut down", "not_ready"
+        if self._reservation is not None and origin != self._reservation.holder:
+            return f"the engine is reserved by the {self._reservation.holder} until it ends", "reserved"
         if len(self._queue) >= self._queue_size:
             return f"queue full: {len(self._queue)} requests waiting", "queue_full"
         return None
 
-    def _wait(self, done: threading.Event, timeout: float | None, stop: threading.Event | None = None) -> bool:
-        """Wait in short slices: stays responsive to Ctrl-C and to `stop`, and gives up if
-        the dispatcher is gone (a shutdown that could not deliver the terminal event).
-        False on timeout or stop."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not done.wait(0.1):
-            if not self._dispatcher.is_alive() and self._stopping.is_set() and not done.is_set():
-                raise EngineError("the service stopped before the request ended")
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            if stop is not None and stop.is_set():
-                return False
-        return True
+    def _retry_after(self, cause: RejectCause) -> float | None:
+        """When trying again may succeed, in seconds; None when no time can be told
+        (bad input, an isolated breaker or a reservation that only a person ends)."""
+        if cause == "breaker_open":
+            view = self._breaker.snapshot()
+            if view.state is BreakerState.OPEN:
+                return view.seconds_until_probe
+            return _RETRY_WHEN_UNKNOWN_S if view.state is BreakerState.HALF_OPEN else None
+        if cause in ("queue_full", "queue_timeout"):
+            # one typical request's service time frees a place in the queue
+            typical = self._metrics.percentiles("service_ms")["p50"]
+            return typical / 1000 if typical else _RETRY_WHEN_UNKNOWN_S
+        if cause == "not_ready" and self._state is ServiceState.LOADING:
+            return _RETRY_WHEN_UNKNOWN_S
+        return None
+
+    def _abandon(self, request_id: int) -> None:
+        """A handle was dropped unfinished: cancel its request on the dispatcher thread
+        (this may run inside the garbage collector, where no lock may be taken)."""
+        self._events.put(_Abandon(request_id))
 
     # -- the engine thread ----------------------------------------------------------
 
@@ -493,8 +544,8 @@ class EngineService:
             return False
         with self._lock:
             self._model_info, self._capabilities, self._mode = info, capabilities, mode
-            if self._state == "loading":
-                self._state = "ready"
+            if self._state is ServiceState.LOADING:
+                self._state = ServiceState.READY
             self._emit(Loaded(info, capabilities, mode))
         self._loaded.set()
         return True
@@ -502,12 +553,15 @@ class EngineService:
     def _fail_load(self, error: str) -> None:
         with self._lock:
             self._load_error = error
-            if self._state == "loading":
-                self._state = "failed"
+            if self._state is ServiceState.LOADING:
+                self._state = ServiceState.LOAD_FAILED
             queued = list(self._queue)
             self._queue.clear()
+            pending, self._pending_mode = self._pending_mode, None
             self._emit(LoadFailed(error))
         self._loaded.set()
+        if pending is not None:
+            self._end_mode_change(pending, None, error=f"the engine failed to load: {error}")
         for job in queued:
             self._release_breaker(job)
             metrics = self._compute(job, None, PartialResult(prompt_tokens=job.prompt_tokens), "failed")
@@ -525,21 +579,32 @@ class EngineService:
                 if mode is None:
                     job = self._running = self._queue.popleft()
             if mode is not None:
-                self._apply_mode(*mode)
-            else:
+                self._apply_mode(mode)
+            elif job is not None:
                 self._run(job)
 
-    def _apply_mode(self, name: str, requested_by: str) -> None:
+    def _apply_mode(self, pending: _PendingMode) -> None:
+        name = pending.change.requested
         try:
+            assert self._capabilities is not None  # loaded before serving
             validate_mode(name, self._capabilities.mode_names)
             readback = self._backend.apply_mode(name)
         except Exception as exc:
             if not isinstance(exc, EngineError):
                 logger.exception("applying mode %r failed", name)
-            self._emit(ModeChanged(requested=name, readback=None, error=_describe(exc), requested_by=requested_by))
+            self._end_mode_change(pending, None, error=_describe(exc))
             return
         self._mode = readback
-        self._emit(ModeChanged(requested=name, readback=readback, requested_by=requested_by))
+        self._end_mode_change(pending, readback)
+
+    def _end_mode_change(self, pending: _PendingMode, readback: ModeReadback | None, error: str | None = None) -> None:
+        """Emit the ModeChanged that ends this change and the ones it superseded; the
+        dispatcher hands it to their waiters."""
+        change = pending.change
+        with self._lock:
+            self._mode_changes[change.change_id] = [*pending.superseded, change]
+        self._emit(ModeChanged(requested=change.requested, readback=readback, error=error,
+                               requested_by=change.requested_by, change_id=change.change_id))
 
     def _run(self, job: _Job) -> None:
         if job.cancel.is_set():  # cancelled between leaving the queue and starting
@@ -557,6 +622,7 @@ class EngineService:
 
         try:
             if job.prompt_tokens is None:  # submitted before the model was loaded
+                assert self._model_info is not None
                 job.prompt_tokens = streamed.prompt_tokens = self._backend.count_prompt_tokens(job.request)
                 validate_fits(job.request, self._model_info.context_length, job.prompt_tokens)
             result = self._backend.generate(job.request, on_token, job.cancel)
@@ -580,12 +646,13 @@ class EngineService:
     ) -> None:
         """Metrics, breaker, then the terminal event, then any breaker transition it caused."""
         metrics = self._compute(job, started_ns, output, outcome)
-        self._held_transitions.events = held = []
+        self._held_transitions.events = held = list[BreakerTransition]()
         try:
             if outcome == "cancelled" or not counts_for_breaker:
                 self._release_breaker(job)
             elif not job.measurement:
-                self._breaker.on_result(metrics.e2e_ms, failed=outcome == "failed")
+                assert metrics.service_ms is not None  # it started
+                self._breaker.on_result(metrics.service_ms, failed=outcome == "failed")
         finally:
             self._held_transitions.events = None
         self._clear_running()
@@ -595,7 +662,7 @@ class EngineService:
         elif outcome == "cancelled":
             self._emit(Cancelled(job.request_id, output.text, token_ids, metrics))
         else:
-            self._emit(Failed(job.request_id, error, metrics))
+            self._emit(Failed(job.request_id, error or "failed", metrics))
         for transition in held:
             self._emit(transition)
 
@@ -646,37 +713,100 @@ class EngineService:
             self._emit(event)
 
     def _dispatch_loop(self) -> None:
-        while (event := self._events.get()) is not _STOP_DISPATCHER:
-            failure = None
+        while True:
             try:
-                self._write_log(event)
-            except SessionLogError as exc:
-                failure = self._log_failure(exc)
-            except (OSError, ValueError):
-                logger.exception("could not write the session log")
-            for delivered in (event, failure) if failure is not None else (event,):
-                for callback in self._subscribers:
-                    try:
-                        callback(delivered)
-                    except Exception:
-                        logger.exception("event subscriber %r failed on a %s event", callback, delivered.kind)
+                item = self._events.get(timeout=self._keep_time())
+            except queue.Empty:
+                continue
+            if item is _STOP_DISPATCHER:
+                return
+            if isinstance(item, _Abandon):
+                self.cancel(item.request_id)
+                continue
+            assert isinstance(item, Event)
+            self._dispatch(item)
+
+    def _dispatch(self, event: Event) -> None:
+        failure = None
+        try:
+            self._write_log(event)
+        except SessionLogError as exc:
+            failure = self._log_failure(exc)
+        except (OSError, ValueError):
+            logger.exception("could not write the session log")
+        self._deliver(event)
+        if failure is not None:
+            self._deliver(failure)
 
     def _log_failure(self, exc: SessionLogError) -> SessionLogFailed:
         logger.error("%s (%d records lost)", exc, self._log.lost)
         return SessionLogFailed(path=str(self._log.path), reason=exc.reason, lost=self._log.lost)
+
+    def _deliver(self, event: Event) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("event subscriber %r failed on a %s event", callback, event.kind)
+        # after the subscribers: whoever waits on a handle or a mode change is woken when
+        # every subscriber (a UI, a metrics exporter) has seen the event too
+        request_id = event.about_request
+        if request_id is not None:
+            inbox = self._routes.get(request_id)
+            if inbox is not None:
+                inbox.push(event)
+                if isinstance(event, TERMINAL_EVENTS):
+                    with self._lock:
+                        self._routes.pop(request_id, None)
+        elif isinstance(event, ModeChanged) and not event.deferred:
+            with self._lock:
+                waiting = self._mode_changes.pop(event.change_id, [])
+            for change in waiting:
+                change._resolve(event)
+
+    def _keep_time(self) -> float | None:
+        """The dispatcher's clock work: refuse requests that waited too long, let an OPEN
+        breaker probe when its wait is over. Returns how long the dispatcher may sleep."""
+        if self._breaker.seconds_until_probe() == 0:
+            self._breaker.poll()
+        now = time.monotonic()
+        expired: list[_Job] = []
+        with self._lock:
+            while self._queue and self._queue[0].deadline <= now:
+                expired.append(self._queue.popleft())
+            next_deadline = self._queue[0].deadline - now if self._queue else None
+        for job in expired:
+            self._release_breaker(job)
+            waited = (time.perf_counter_ns() - job.accepted_ns) / 1e9
+            if not job.measurement:
+                self._metrics.record_rejection("queue_timeout")
+            self._emit(Rejected(job.request_id, f"waited {waited:.1f} s in the queue, the most allowed is "
+                                                f"{self._max_queue_wait_s:g} s", "queue_timeout",
+                                self._retry_after("queue_timeout")))
+        waits = [w for w in (next_deadline, self._breaker.seconds_until_probe()) if w is not None]
+        # capped: the breaker's clock is injected and may be moved rather than waited for
+        return max(0.01, min(*waits, _TIMEKEEPING_SLICE_S)) if waits else None
 
     def _write_log(self, event: Event) -> None:
         if event.kind not in _LOGGED_KINDS:
             return
         record = event.to_record()
         if isinstance(event, TERMINAL_EVENTS) and event.request_id is not None:
-            request = self._requests_to_log.pop(event.request_id, None)
-            if request is not None:
+            logged = self._requests_to_log.pop(event.request_id, None)
+            if logged is not None:
+                request, origin = logged
                 record["request"] = jsonable(request)
+                record["origin"] = origin
         self._log.write(record)
+
+
+def _preview(request: GenerationRequest) -> str:
+    """What Accepted shows of a request: its prompt, or its conversation's last user turn."""
+    if request.messages:
+        users = [m.content for m in request.messages if m.role == "user"]
+        return users[-1] if users else request.messages[-1].content
+    return request.prompt
 
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-

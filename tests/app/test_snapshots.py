@@ -66,7 +66,7 @@ def test_breaker_open(snap_compare, make_app):
         for n in range(1, 5):
             await send(pilot, f"call {n}")
             await wait_until(pilot, lambda n=n: app.exchanges[n].outcome == "failed", f"call {n} to fail")
-        await wait_until(pilot, lambda: app.service.breaker.state is BreakerState.OPEN, "the breaker to open")
+        await wait_until(pilot, lambda: app.service.breaker_view().state is BreakerState.OPEN, "the breaker to open")
         await wait_until(pilot, lambda: "OPEN" in str(app.dashboard.query_one("#breaker-state").content), "OPEN")
         # the pane reads the breaker itself; its transition's toast arrives as an event, maybe later
         await wait_until(pilot, lambda: any(n.startswith("Breaker") for n in notifications(app)), "the toast")

@@ -6,10 +6,12 @@ import threading
 import time
 
 import pytest
-from fakes import EventRecorder, FakeBackend, wait_until
+from fakes import FakeBackend, wait_until
 
 from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from antinet_tui.engine.errors import EngineError
+from antinet_tui.runtime.client import EngineReserved, generate
 from antinet_tui.runtime.events import Finished
 from antinet_tui.runtime.experiment import Experiment, ExperimentPlan, PlanError, schedule
 from antinet_tui.runtime.service import EngineService
@@ -74,7 +76,7 @@ def test_runs_are_forced_to_the_token_count_and_read_back_their_mode(service):
         assert r.metrics.generated_tokens == r.run.token_count  # 40 > the reply's 14 words: cycled
         assert r.readback.requested == r.run.mode == r.metrics.mode
     assert len(report.measured) == 8
-    assert service.current_mode.requested == "default"  # left as it was before the experiment
+    assert service.mode().requested == "default"  # left as it was before the experiment
 
 
 def test_comparison_and_tiers_from_a_fake_whose_burst_is_twice_as_fast():
@@ -110,23 +112,69 @@ def test_abort_mid_run_cancels_the_run_in_flight():
         assert report.results == [] and report.stopped == "stopped by the operator after 0 of 4 runs"
 
 
-def test_abort_while_waiting_behind_an_operators_request_leaves_that_request_alone():
+def test_an_experiment_does_not_start_while_an_operators_request_runs_and_leaves_it_alone():
     gate = threading.Event()
     backend = FakeBackend(start_gate=gate)
-    with EngineService(backend, session_log=None, initial_mode="default") as service:
+    with EngineService(backend, session_log=None) as service:
         assert service.wait_ready(5)
-        events = EventRecorder()
-        service.subscribe(events)
-        mine = service.submit(GenerationRequest("mine", max_new_tokens=3)).request_id
+        mine = service.submit(GenerationRequest("mine", max_new_tokens=3))
         assert backend.started_requests.acquire(timeout=5)  # running, held at the gate
         experiment = Experiment(service, ExperimentPlan(("burst", "default"), (2,), runs=1, warmup=0))
-        threading.Timer(0.3, experiment.abort).start()  # while its first mode change waits for "mine"
+        with pytest.raises(EngineError, match="requests are running: the engine can be reserved once they end"):
+            experiment.run()
+        gate.set()
+        assert isinstance(mine.result(5), Finished) and backend.applied_modes == []
+
+
+class ModeGateBackend(FakeBackend):
+    """apply_mode waits for `gate` once it is closed: a mode switch that takes a while."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def apply_mode(self, mode: str):
+        self.gate.wait(10)
+        return super().apply_mode(mode)
+
+
+def test_abort_during_a_mode_switch_stops_at_once_and_restores_the_operators_mode():
+    backend = ModeGateBackend()
+    with EngineService(backend, session_log=None, initial_mode="default") as service:
+        assert service.wait_ready(5)
+        wait_until(lambda: backend.applied_modes == ["default"])
+        backend.gate.clear()
+        experiment = Experiment(service, ExperimentPlan(("burst", "default"), (2,), runs=1, warmup=0))
+        threading.Timer(0.3, experiment.abort).start()  # while its first mode change is being applied
         report = experiment.run()
         assert report.interrupted and report.stopped == "stopped by the operator after 0 of 2 runs"
-        gate.set()
-        assert isinstance(events.wait_for(lambda e: e.request_id == mine and e.kind in ("finished", "cancelled")),
-                          Finished)
+        backend.gate.set()
         wait_until(lambda: backend.applied_modes[-1:] == ["default"])  # the operator's mode, back in force
+        assert service.mode().requested == "default"
+
+
+def test_while_an_experiment_runs_others_can_neither_switch_modes_nor_send_requests():
+    backend = FakeBackend(token_delay_s=0.01)
+    with EngineService(backend, session_log=None) as service:
+        assert service.wait_ready(5)
+        refusals: list[str] = []
+
+        def meddle(result, done, total) -> None:  # on the experiment's thread, between its runs
+            try:
+                service.set_mode("power_saver")
+            except EngineReserved as exc:
+                refusals.append(str(exc))
+            rejected = service.submit(GenerationRequest("me too"), origin="127.0.0.1:5000").rejection
+            refusals.append(f"{rejected.cause}: {rejected.reason}")
+
+        report = Experiment(service, ExperimentPlan(("burst", "default"), (2,), runs=1, warmup=0), on_run=meddle).run()
+        assert report.stopped is None and len(report.results) == 2
+        assert refusals[:2] == ["the modes are reserved by the experiment until it ends; stop it first",
+                                "reserved: the engine is reserved by the experiment until it ends"]
+        assert "power_saver" not in backend.applied_modes
+        assert isinstance(generate(service, GenerationRequest("after")), Finished)  # released at the end
+        assert service.set_mode("power_saver").wait(5).readback.effective == "power_saver"
 
 
 def test_the_operators_isolation_stops_the_experiment_with_its_reason(service):
@@ -142,5 +190,5 @@ def test_runs_slower_than_the_breakers_threshold_neither_trip_it_nor_fill_the_la
         report = Experiment(service, ExperimentPlan(("burst", "default"), (4,), runs=3, warmup=1)).run()
         assert report.stopped is None and len(report.results) == 8
         assert all(r.metrics.e2e_ms > 1 for r in report.results)  # every run "slow"
-        assert breaker.state is BreakerState.CLOSED and breaker.snapshot().calls_in_window == 0
-        assert service.metrics.outcome_counts()["finished"] == 0
+        assert service.breaker_view().state is BreakerState.CLOSED and service.breaker_view().calls_in_window == 0
+        assert service.metrics_summary().outcomes["finished"] == 0

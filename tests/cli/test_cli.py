@@ -96,8 +96,6 @@ def test_settings_out_of_range_and_unwritable_log_exit_2(tiny_model, tmp_path):
 
 
 def test_run_json_of_a_failed_request_is_still_json():
-    from types import SimpleNamespace
-
     from antinet_tui.engine.protocol import ModelInfo
     from antinet_tui.frontends.cli import run_record
     from antinet_tui.runtime.events import Failed
@@ -106,8 +104,8 @@ def test_run_json_of_a_failed_request_is_still_json():
     metrics = RequestMetrics(queue_wait_ms=0.1, ttft_ms=None, prefill_tok_s=None, decode_tok_s=None, e2e_ms=3.0,
                              prompt_tokens=5, generated_tokens=0, mode="default", stop_reason=None,
                              outcome="failed", backend_profile={"odd": float("nan")})
-    loaded = SimpleNamespace(model_info=ModelInfo("m", "/m.gguf", "llama", "numpy", 64))
-    record = run_record(Failed(1, "the NPU went away", metrics), loaded, SimpleNamespace(current_mode=None))
+    info = ModelInfo("m", "/m.gguf", "llama", "numpy", 64)
+    record = run_record(Failed(1, "the NPU went away", metrics), info, None)
     text = json.dumps(record, allow_nan=False)
     assert json.loads(text)["error"] == "the NPU went away" and record["text"] == "" and record["token_ids"] == []
     assert record["backend_profile"]["odd"] is None

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for fakes.py
 from fakes import FakeBackend  # noqa: E402
 
 from antinet_tui.engine.protocol import GenerationRequest  # noqa: E402
+from antinet_tui.runtime.client import generate  # noqa: E402
 from antinet_tui.runtime.events import Finished  # noqa: E402
 from antinet_tui.runtime.service import EngineService  # noqa: E402
 from antinet_tui.runtime.session_log import SessionLog  # noqa: E402
@@ -28,5 +29,5 @@ service.subscribe(report)
 service.start()
 request_id = 0
 while True:
-    request_id += 1  # generate_sync numbers requests 1, 2, ... in this process
-    service.generate_sync(GenerationRequest(f"prompt {request_id}: ünïcode ✓", max_new_tokens=12, ignore_eos=True))
+    request_id += 1  # the service numbers requests 1, 2, ... in this process
+    generate(service, GenerationRequest(f"prompt {request_id}: ünïcode ✓", max_new_tokens=12, ignore_eos=True))

@@ -132,15 +132,20 @@ def test_outcomes_arriving_while_open_are_not_recorded():
     assert breaker.snapshot().calls_in_window == 4 and breaker.state is OPEN
 
 
-def test_open_becomes_half_open_lazily_once_the_wait_has_passed():
+def test_open_becomes_half_open_on_poll_once_the_wait_has_passed_and_looking_changes_nothing():
     breaker, clock, transitions = make()
     trip_open(breaker)
     clock.advance(29.9)
-    assert breaker.state is OPEN
+    breaker.poll()
+    assert breaker.state is OPEN and breaker.seconds_until_probe() == pytest.approx(0.1)
     clock.advance(0.1)
-    assert len(transitions) == 1  # nothing happens until someone asks
+    snap = breaker.snapshot()  # a look, however often, is not a transition
+    assert snap.state is OPEN and snap.seconds_until_probe == 0 and breaker.seconds_until_probe() == 0
+    assert len(transitions) == 1 and breaker.state is OPEN
+    breaker.poll()
     snap = breaker.snapshot()
     assert snap.state is HALF_OPEN and snap.seconds_until_probe is None and snap.calls_in_window == 0
+    assert breaker.seconds_until_probe() is None
     assert transitions[-1][:3] == (OPEN, HALF_OPEN, "waited 30 s; letting 1 probe call through")
 
 

@@ -27,7 +27,8 @@ from antinet_tui.runtime.events import (
     Rejected,
     Token,
 )
-from antinet_tui.runtime.service import EngineService, Submission
+from antinet_tui.runtime.client import ServiceState, generate
+from antinet_tui.runtime.service import EngineService
 from antinet_tui.runtime.session_log import SessionLog, read_session
 
 LONG = GenerationRequest("write forever", max_new_tokens=4000, ignore_eos=True)  # minutes with a delay
@@ -66,8 +67,8 @@ def test_loads_on_the_engine_thread_and_reports_progress(running):
     assert [p.fraction for p in progress] == [0.0, 0.5, 1.0]
     assert loaded.model_info.name == "fake-tiny" and loaded.mode.effective == "default"
     assert loaded.capabilities.mode_names == ("burst", "default", "power_saver")
-    assert service.model_info == loaded.model_info and service.current_mode == loaded.mode
-    service.generate_sync(GenerationRequest("hi"))
+    assert service.model_info() == loaded.model_info and service.mode() == loaded.mode
+    generate(service, GenerationRequest("hi"))
     assert backend.threads_seen == {"antinet-engine"}
 
 
@@ -75,7 +76,7 @@ def test_requests_submitted_while_loading_wait_and_then_run(running):
     loading = threading.Event()
     service, events = running(FakeBackend(load_gate=loading))
     submission = service.submit(GenerationRequest("early bird"))
-    assert submission == Submission(submission.request_id, True, None)
+    assert submission.accepted and submission.rejection is None and not submission.done
     loading.set()
     finished = events.wait_for(is_(Finished, submission.request_id))
     kinds = events.kinds()
@@ -90,7 +91,7 @@ def test_a_prompt_too_long_found_only_after_loading_fails_the_request(running):
     loading.set()
     failed = events.wait_for(is_(Failed, submission.request_id))
     assert failed.error == "prompt is 11 tokens; the context holds 10"
-    assert service.breaker.snapshot().calls_in_window == 0  # the request's fault, not the engine's
+    assert service.breaker_view().calls_in_window == 0  # the request's fault, not the engine's
 
 
 def test_a_load_failure_fails_queued_requests_and_refuses_new_ones(running):
@@ -99,12 +100,12 @@ def test_a_load_failure_fails_queued_requests_and_refuses_new_ones(running):
     queued = service.submit(GenerationRequest("hi"))
     loading.set()
     assert not service.wait_ready(5)
-    assert service.state == "failed" and service.load_error == "not a GGUF file"
+    assert service.state is ServiceState.LOAD_FAILED and service.load_error() == "not a GGUF file"
     assert events.wait_for(is_(LoadFailed)).error == "not a GGUF file"
     failed = events.wait_for(is_(Failed, queued.request_id))
     assert failed.error == "the engine failed to load: not a GGUF file"
     later = service.submit(GenerationRequest("hi"))
-    assert later.reason == "the engine failed to load: not a GGUF file"
+    assert later.rejection.reason == "the engine failed to load: not a GGUF file"
     assert events.wait_for(is_(Rejected, later.request_id)).cause == "not_ready"
 
 
@@ -113,7 +114,7 @@ def test_a_load_failure_fails_queued_requests_and_refuses_new_ones(running):
 
 def test_a_request_streams_in_order_and_finishes_with_its_metrics(running):
     service, events = running(FakeBackend(token_delay_s=0.001))
-    finished = service.generate_sync(GenerationRequest("tell me", max_new_tokens=5))
+    finished = generate(service, GenerationRequest("tell me", max_new_tokens=5))
     assert isinstance(finished, Finished)
     mine = events.of(finished.request_id)
     assert [e.kind for e in mine] == ["accepted", "started"] + ["token"] * 5 + ["finished"]
@@ -131,12 +132,14 @@ def test_a_request_streams_in_order_and_finishes_with_its_metrics(running):
     )
     assert m.ttft_ms > 0 and m.decode_tok_s > 0 and m.e2e_ms >= m.ttft_ms
     assert mine[0].queue_length == 1 and mine[1].queue_wait_ms >= 0
-    assert service.metrics.outcome_counts()["finished"] == 1 and service.metrics.series("e2e_ms") == [m.e2e_ms]
+    assert service.metrics_summary().outcomes["finished"] == 1 and service.metrics_summary().series("e2e_ms") == (m.e2e_ms,)
 
 
-def test_generate_sync_before_start_is_a_programming_error():
-    with pytest.raises(RuntimeError, match="call start"):
-        EngineService(FakeBackend()).generate_sync(GenerationRequest("hi"))
+def test_a_request_before_start_is_refused():
+    service = EngineService(FakeBackend())
+    refused = generate(service, GenerationRequest("hi"))
+    assert isinstance(refused, Rejected) and (refused.cause, refused.reason) == ("not_ready", "the engine is not started")
+    service.shutdown()
 
 
 def test_bad_input_is_rejected_with_its_message_and_nothing_runs(running):
@@ -145,18 +148,19 @@ def test_bad_input_is_rejected_with_its_message_and_nothing_runs(running):
     service.wait_ready(5)
     submission = service.submit(GenerationRequest("bell \x07"))
     assert not submission.accepted
-    assert submission.reason == "prompt contains control character U+0007 at position 5"
+    assert submission.rejection.reason == "prompt contains control character U+0007 at position 5"
     rejected = events.wait_for(is_(Rejected, submission.request_id))
-    assert (rejected.reason, rejected.cause) == (submission.reason, "bad_input")
-    too_long = service.generate_sync(GenerationRequest("word " * 5000))
+    assert rejected == submission.rejection and rejected.cause == "bad_input" and rejected.retry_after_s is None
+    too_long = generate(service, GenerationRequest("word " * 5000))
     assert too_long.reason == "prompt is 5006 tokens; the context holds 4096"
-    assert backend.generate_calls == 0 and service.metrics.rejection_counts() == {"bad_input": 2}
+    assert backend.generate_calls == 0 and service.metrics_summary().rejections == {"bad_input": 2}
 
 
 def test_cancel_mid_stream_takes_effect_within_one_decode_step(running):
     backend = FakeBackend(token_delay_s=0.02)
     service, events = running(backend)
-    request_id = service.submit(LONG).request_id
+    request_id_handle = service.submit(LONG)
+    request_id = request_id_handle.request_id
     events.wait_for(lambda e: isinstance(e, Token) and e.index == 3)
     assert service.cancel(request_id)
     steps_at_cancel = backend.decode_steps  # read after: a step that began before the cancel may end
@@ -171,33 +175,38 @@ def test_cancel_mid_stream_takes_effect_within_one_decode_step(running):
     assert (cancelled.metrics.outcome, cancelled.metrics.stop_reason) == ("cancelled", "cancelled")
 
     backend.token_delay_s = 0
-    after = service.generate_sync(GenerationRequest("next", max_new_tokens=3))
+    after = generate(service, GenerationRequest("next", max_new_tokens=3))
     assert after.text == "The quick brown"  # nothing of the cancelled answer leaks in
     assert all(e.request_id == after.request_id for e in events.events[events.events.index(cancelled) + 1 :] if isinstance(e, Token))
 
 
-def test_cancel_without_an_id_stops_whatever_runs(running):
+def test_cancel_through_the_service_or_the_handle(running):
     backend = FakeBackend(token_delay_s=0.01)
     service, events = running(backend)
-    assert not service.cancel()  # nothing running
-    request_id = service.submit(LONG).request_id
-    events.wait_for(is_(Token, request_id))
-    assert service.is_busy and service.cancel()
-    events.wait_for(is_(Cancelled, request_id))
-    assert not service.is_busy and not service.cancel(12345)
+    assert not service.cancel(1)  # nothing running
+    handle = service.submit(LONG)
+    events.wait_for(is_(Token, handle.request_id))
+    assert service.running_count() == 1 and service.cancel(handle.request_id)
+    assert isinstance(handle.result(5), Cancelled)
+    assert not service.running_count() and not service.cancel(12345) and not handle.cancel()
+    second = service.submit(LONG)
+    events.wait_for(is_(Token, second.request_id))
+    assert second.cancel() and isinstance(second.result(5), Cancelled)
 
 
 def test_cancelling_a_queued_request_ends_it_at_once_and_it_never_runs(running):
     gate = threading.Event()
     backend = FakeBackend(start_gate=gate)
     service, events = running(backend)
-    first = service.submit(GenerationRequest("first")).request_id
-    second = service.submit(GenerationRequest("second")).request_id
+    first_handle = service.submit(GenerationRequest("first"))
+    first = first_handle.request_id
+    second_handle = service.submit(GenerationRequest("second"))
+    second = second_handle.request_id
     assert backend.started_requests.acquire(timeout=5)
-    assert service.queue_length == 1
+    assert service.queue_length() == 1
     assert service.cancel(second)
     cancelled = events.wait_for(is_(Cancelled, second))
-    assert (cancelled.text, cancelled.metrics.ttft_ms, service.queue_length) == ("", None, 0)
+    assert (cancelled.text, cancelled.metrics.ttft_ms, service.queue_length()) == ("", None, 0)
     gate.set()
     events.wait_for(is_(Finished, first))
     assert backend.generate_calls == 1 and [r.prompt for r in backend.requests] == ["first"]
@@ -208,15 +217,17 @@ def test_the_queue_is_bounded_and_says_so(running):
     gate = threading.Event()
     backend = FakeBackend(start_gate=gate)
     service, events = running(backend, queue_size=2)
-    ids = [service.submit(GenerationRequest(f"r{i}")).request_id for i in range(1)]
+    handles = [service.submit(GenerationRequest("r0"))]
     assert backend.started_requests.acquire(timeout=5)  # r0 runs (held at the gate)
-    ids += [service.submit(GenerationRequest(f"r{i}")).request_id for i in (1, 2)]
+    handles += [service.submit(GenerationRequest(f"r{i}")) for i in (1, 2)]
     refused = service.submit(GenerationRequest("r3"))
-    assert refused == Submission(refused.request_id, False, "queue full: 2 requests waiting")
-    assert events.wait_for(is_(Rejected, refused.request_id)).cause == "queue_full"
+    assert not refused.accepted and refused.done
+    assert (refused.rejection.reason, refused.rejection.cause) == ("queue full: 2 requests waiting", "queue_full")
+    assert refused.result() is refused.rejection and list(refused) == [refused.rejection]
+    assert events.wait_for(is_(Rejected, refused.request_id)) == refused.rejection
     gate.set()
-    for request_id in ids:
-        events.wait_for(is_(Finished, request_id))
+    for handle in handles:
+        assert isinstance(handle.result(5), Finished)
     assert service.submit(GenerationRequest("room again")).accepted
 
 
@@ -227,7 +238,7 @@ def test_concurrent_submitters_get_whole_ordered_streams(running):
 
     def submit_many() -> None:
         for _ in range(10):
-            results.append(service.generate_sync(GenerationRequest("go", max_new_tokens=4)))
+            results.append(generate(service, GenerationRequest("go", max_new_tokens=4)))
 
     threads = [threading.Thread(target=submit_many) for _ in range(4)]
     for thread in threads:
@@ -248,24 +259,24 @@ def test_concurrent_submitters_get_whole_ordered_streams(running):
 def test_a_backend_exception_fails_the_request_and_the_service_keeps_serving(running, caplog):
     backend = FakeBackend(fail_on_token=3)
     service, events = running(backend)
-    failed = service.generate_sync(GenerationRequest("hi"))
+    failed = generate(service, GenerationRequest("hi"))
     assert isinstance(failed, Failed)
     assert failed.error == "fake backend failed at token 3"
     assert (failed.metrics.generated_tokens, failed.metrics.outcome, failed.metrics.stop_reason) == (2, "failed", None)
     assert [e.kind for e in events.of(failed.request_id)][-1] == "failed"
     assert "request 1 failed in the backend" in caplog.text
-    assert service.breaker.snapshot().failed_calls == 1
+    assert service.breaker_view().failed_calls == 1
 
     backend.fail_on_token = None
-    assert isinstance(service.generate_sync(GenerationRequest("again")), Finished)
-    assert service.metrics.outcome_counts() == {"finished": 1, "cancelled": 0, "failed": 1, "rejected": 0}
+    assert isinstance(generate(service, GenerationRequest("again")), Finished)
+    assert service.metrics_summary().outcomes == {"finished": 1, "cancelled": 0, "failed": 1, "rejected": 0}
 
 
 def test_an_invalid_request_from_the_backend_is_not_held_against_the_engine(running):
     service, _ = running(FakeBackend(fail_on_token=1, fail_with=InvalidRequest))
-    failed = service.generate_sync(GenerationRequest("hi"))
+    failed = generate(service, GenerationRequest("hi"))
     assert failed.error == "fake backend failed at token 1"
-    assert service.breaker.snapshot().calls_in_window == 0
+    assert service.breaker_view().calls_in_window == 0
 
 
 def test_a_slow_backend_trips_the_breaker_and_requests_are_refused_with_the_reason(running):
@@ -274,23 +285,23 @@ def test_a_slow_backend_trips_the_breaker_and_requests_are_refused_with_the_reas
     backend = FakeBackend(token_delay_s=0.06)
     service, events = running(backend, breaker=breaker)
     slow = GenerationRequest("slow", max_new_tokens=4, ignore_eos=True)  # >= 240 ms; the probe below must take < 200 ms
-    first, second = service.generate_sync(slow), service.generate_sync(slow)
+    first, second = generate(service, slow), generate(service, slow)
     assert first.metrics.e2e_ms > 200 and second.metrics.e2e_ms > 200
     transition = events.wait_for(is_(BreakerTransition))
     assert (transition.from_state, transition.to_state) == (BreakerState.CLOSED, BreakerState.OPEN)
     assert transition.reason == "2 of the last 2 calls were slower than 200 ms"
     assert events.events.index(transition) == events.events.index(second) + 1  # caused by it, told after it
 
-    refused = service.generate_sync(GenerationRequest("please"))
+    refused = generate(service, GenerationRequest("please"))
     assert isinstance(refused, Rejected) and refused.cause == "breaker_open"
     assert refused.reason == "breaker open: 2 of the last 2 calls were slower than 200 ms; next probe in 30 s"
     assert backend.generate_calls == 2
 
     clock.now += 30  # the probe goes through, is fast, and closes the breaker
     backend.token_delay_s = 0
-    assert isinstance(service.generate_sync(GenerationRequest("probe", max_new_tokens=2)), Finished)
-    assert service.breaker.state is BreakerState.CLOSED
-    assert service.metrics.breaker_counts() == {"open": 1, "half_open": 1, "closed": 1}
+    assert isinstance(generate(service, GenerationRequest("probe", max_new_tokens=2)), Finished)
+    assert service.breaker_view().state is BreakerState.CLOSED
+    assert service.metrics_summary().breaker_transitions == {"open": 1, "half_open": 1, "closed": 1}
 
 
 def test_a_measurement_passes_an_open_breaker_and_is_kept_out_of_its_window_and_the_history(running):
@@ -298,14 +309,14 @@ def test_a_measurement_passes_an_open_breaker_and_is_kept_out_of_its_window_and_
     breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=1, slow_call_ms=20), clock=clock)
     service, events = running(FakeBackend(token_delay_s=0.01), breaker=breaker)
     slow = GenerationRequest("slow", max_new_tokens=4, ignore_eos=True)  # >= 40 ms
-    service.generate_sync(slow)
+    generate(service, slow)
     assert breaker.state is BreakerState.OPEN
-    measured = service.generate_sync(slow, measurement=True)
+    measured = generate(service, slow, measurement=True)
     assert isinstance(measured, Finished) and measured.metrics.e2e_ms > 20
     assert breaker.state is BreakerState.OPEN and breaker.snapshot().calls_in_window == 1
-    assert service.metrics.outcome_counts()["finished"] == 1  # the operator's call only
+    assert service.metrics_summary().outcomes["finished"] == 1  # the operator's call only
     service.isolate_breaker()  # the operator's isolation stops measurements too
-    refused = service.generate_sync(slow, measurement=True)
+    refused = generate(service, slow, measurement=True)
     assert isinstance(refused, Rejected) and refused.reason.startswith("breaker isolated by the operator")
 
 
@@ -314,17 +325,17 @@ def test_a_cancelled_probe_gives_its_permit_back(running):
     breaker = CircuitBreaker(BreakerConfig(minimum_calls=1), clock=clock)
     backend = FakeBackend(fail_on_token=1)
     service, events = running(backend, breaker=breaker)
-    service.generate_sync(GenerationRequest("boom"))
-    assert service.breaker.state is BreakerState.OPEN
+    generate(service, GenerationRequest("boom"))
+    assert service.breaker_view().state is BreakerState.OPEN
     clock.now += 30
     backend.fail_on_token, backend.token_delay_s = None, 0.01
     probe = service.submit(LONG)
     assert probe.accepted
-    assert service.submit(GenerationRequest("hi")).reason == "breaker half-open: waiting for 1 probe call to finish"
+    assert service.submit(GenerationRequest("hi")).rejection.reason == "breaker half-open: waiting for 1 probe call to finish"
     events.wait_for(is_(Token, probe.request_id))
     service.cancel(probe.request_id)
     events.wait_for(is_(Cancelled, probe.request_id))
-    assert service.breaker.state is BreakerState.HALF_OPEN
+    assert service.breaker_view().state is BreakerState.HALF_OPEN
     assert service.submit(GenerationRequest("hi")).accepted
 
 
@@ -332,10 +343,10 @@ def test_isolate_and_reset_through_the_service(running):
     service, events = running(FakeBackend())
     service.wait_ready(5)
     service.isolate_breaker()
-    refused = service.generate_sync(GenerationRequest("hi"))
+    refused = generate(service, GenerationRequest("hi"))
     assert refused.reason == "breaker isolated by the operator; reset it to let requests through"
     service.reset_breaker()
-    assert isinstance(service.generate_sync(GenerationRequest("hi")), Finished)
+    assert isinstance(generate(service, GenerationRequest("hi")), Finished)
     states = [e.to_state for e in events.events if isinstance(e, BreakerTransition)]
     assert states == [BreakerState.ISOLATED, BreakerState.CLOSED]
 
@@ -346,7 +357,7 @@ def test_isolate_and_reset_through_the_service(running):
 def test_initial_mode_is_applied_after_loading_and_before_the_first_request(running):
     backend = FakeBackend()
     service, events = running(backend, initial_mode="burst")
-    finished = service.generate_sync(GenerationRequest("hi"))
+    finished = generate(service, GenerationRequest("hi"))
     assert events.kinds()[3:5] == ["loaded", "mode_changed"]
     changed = events.wait_for(is_(ModeChanged))
     assert (changed.requested, changed.deferred, changed.error, changed.requested_by) == (
@@ -363,15 +374,17 @@ def test_set_mode_while_idle_applies_it_and_reports_the_readback(running):
     changed = events.wait_for(is_(ModeChanged))
     assert changed.readback.effective == "power_saver" and changed.readback.settings["cores"] == [7]
     assert changed.requested_by == "operator"
-    assert service.current_mode == changed.readback and backend.applied_modes == ["power_saver"]
+    assert service.mode() == changed.readback and backend.applied_modes == ["power_saver"]
 
 
 def test_set_mode_during_a_request_is_deferred_to_the_next_one(running):
     gate = threading.Event()
     backend = FakeBackend(start_gate=gate)
     service, events = running(backend)
-    first = service.submit(GenerationRequest("first", max_new_tokens=5, ignore_eos=True)).request_id
-    second = service.submit(GenerationRequest("second", max_new_tokens=2)).request_id
+    first_handle = service.submit(GenerationRequest("first", max_new_tokens=5, ignore_eos=True))
+    first = first_handle.request_id
+    second_handle = service.submit(GenerationRequest("second", max_new_tokens=2))
+    second = second_handle.request_id
     assert backend.started_requests.acquire(timeout=5)  # "first" runs, held at the gate
     service.set_mode("burst", requested_by="experiment")
     deferred = events.wait_for(is_(ModeChanged))
@@ -393,7 +406,7 @@ def test_an_unknown_mode_is_refused_at_once_with_the_valid_ones(running):
     service.wait_ready(5)
     with pytest.raises(UnknownMode, match="unknown mode 'turbo'; valid modes: burst, default, power_saver"):
         service.set_mode("turbo")
-    service.generate_sync(GenerationRequest("hi"))
+    generate(service, GenerationRequest("hi"))
     assert backend.applied_modes == [] and "mode_changed" not in events.kinds()
 
 
@@ -401,7 +414,7 @@ def test_an_unknown_mode_asked_for_before_loading_is_reported_as_an_event(runnin
     service, events = running(FakeBackend(load_delay_s=0.1), initial_mode="turbo")
     changed = events.wait_for(is_(ModeChanged))
     assert changed.error == "unknown mode 'turbo'; valid modes: burst, default, power_saver"
-    assert service.current_mode.effective == "default"
+    assert service.mode().effective == "default"
 
 
 def test_a_mode_that_fails_to_apply_is_an_error_event_not_a_silent_no_op(running):
@@ -411,7 +424,7 @@ def test_a_mode_that_fails_to_apply_is_an_error_event_not_a_silent_no_op(running
     service.set_mode("burst")
     changed = events.wait_for(is_(ModeChanged))
     assert (changed.error, changed.readback) == ("cannot set the HTP profile: device busy", None)
-    assert service.current_mode.effective == "default"
+    assert service.mode().effective == "default"
 
 
 def test_a_partly_applied_mode_shows_what_is_really_in_force(running):
@@ -419,7 +432,7 @@ def test_a_partly_applied_mode_shows_what_is_really_in_force(running):
     readback = events.wait_for(is_(ModeChanged)).readback
     assert readback.effective == "burst (partial)" and readback.settings["nice"] == 0
     assert readback.not_applied == ("priority: nice -5 not permitted (needs CAP_SYS_NICE or root)",)
-    assert service.generate_sync(GenerationRequest("hi")).metrics.mode == "burst (partial)"
+    assert generate(service, GenerationRequest("hi")).metrics.mode == "burst (partial)"
 
 
 # -- subscribers -----------------------------------------------------------------------
@@ -432,7 +445,7 @@ def test_a_failing_subscriber_is_logged_and_does_not_stop_delivery(running, capl
     service, events = running(FakeBackend())
     service.subscribe(broken)
     with caplog.at_level(logging.ERROR):
-        assert isinstance(service.generate_sync(GenerationRequest("hi")), Finished)
+        assert isinstance(generate(service, GenerationRequest("hi")), Finished)
     assert "subscriber bug" in caplog.text and "failed on a finished event" in caplog.text
 
 
@@ -443,7 +456,7 @@ def test_a_slow_subscriber_never_stalls_generation():
     service.subscribe(lambda event: unblock.wait(10))
     service.start()
     try:
-        service.submit(GenerationRequest("hi", max_new_tokens=50, ignore_eos=True))
+        handle = service.submit(GenerationRequest("hi", max_new_tokens=50, ignore_eos=True))  # noqa: F841 (dropping cancels)
         wait_until(lambda: backend.decode_steps == 50 and not backend.generating.is_set())
         assert not unblock.is_set()  # the subscriber is still stuck on the first event
     finally:
@@ -455,9 +468,9 @@ def test_unsubscribe_stops_delivery(running):
     service, events = running(FakeBackend())
     late = EventRecorder()
     unsubscribe = service.subscribe(late)
-    service.generate_sync(GenerationRequest("one"))
+    generate(service, GenerationRequest("one"))
     unsubscribe()
-    second = service.generate_sync(GenerationRequest("two"))
+    second = generate(service, GenerationRequest("two"))
     events.wait_for(is_(Finished, second.request_id))
     assert second.request_id not in {e.request_id for e in late.events}
 
@@ -473,10 +486,10 @@ def test_ctrl_c_during_generate_sync_cancels_and_returns_the_partial_answer(runn
         if token.index == 2:
             _thread.interrupt_main()  # what SIGINT does: KeyboardInterrupt in the main thread
 
-    result = service.generate_sync(LONG, on_token=press_ctrl_c)
+    result = generate(service, LONG, on_token=press_ctrl_c)
     assert isinstance(result, Cancelled)
     assert result.text.startswith("The quick brown") and 3 <= len(result.token_ids) < 100
-    assert not service.is_busy
+    assert not service.running_count()
 
 
 class CtrlCWhileCounting(FakeBackend):
@@ -493,20 +506,20 @@ class CtrlCWhileCounting(FakeBackend):
 
 def test_ctrl_c_before_the_request_is_queued_is_the_callers_and_leaves_the_service_usable(running, monkeypatch,
                                                                                          sigint_raises):
-    monkeypatch.setattr("antinet_tui.runtime.service._ENDED_EVENT_WAIT_S", 0.2)
+    monkeypatch.setattr("antinet_tui.runtime.client._ENDED_EVENT_WAIT_S", 0.2)
     backend = CtrlCWhileCounting()
     service, events = running(backend)
     service.wait_ready(5)
     with pytest.raises(KeyboardInterrupt):
-        service.generate_sync(GenerationRequest("hi"))
-    assert not service.is_busy and service.queue_length == 0 and "accepted" not in events.kinds()
-    assert isinstance(service.generate_sync(GenerationRequest("hi")), Finished)
+        generate(service, GenerationRequest("hi"))
+    assert not service.running_count() and service.queue_length() == 0 and "accepted" not in events.kinds()
+    assert isinstance(generate(service, GenerationRequest("hi")), Finished)
 
 
 def test_generate_sync_timeout_cancels(running):
     service, _ = running(FakeBackend(token_delay_s=0.01))
     started = time.monotonic()
-    result = service.generate_sync(LONG, timeout=0.2)
+    result = generate(service, LONG, timeout=0.2)
     assert isinstance(result, Cancelled) and time.monotonic() - started < 2
 
 
@@ -515,25 +528,28 @@ def test_generate_sync_timeout_cancels(running):
 
 def test_shutdown_during_generation_joins_within_one_second(running):
     backend = FakeBackend(token_delay_s=0.05)
+    threads_before = set(threading.enumerate())
     service, events = running(backend)
-    running_id = service.submit(LONG).request_id
-    queued_id = service.submit(LONG).request_id
+    running_id_handle = service.submit(LONG)
+    running_id = running_id_handle.request_id
+    queued_id_handle = service.submit(LONG)
+    queued_id = queued_id_handle.request_id
     events.wait_for(is_(Token, running_id))
     started = time.monotonic()
     service.shutdown()
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, f"shutdown took {elapsed:.2f} s"
     assert backend.closed and service.state == "stopped"
-    assert not service._engine_thread.is_alive() and not service._dispatcher.is_alive()
+    assert set(threading.enumerate()) <= threads_before  # the engine and dispatcher threads joined
     assert events.of(running_id)[-1].kind == "cancelled" and events.of(queued_id)[-1].kind == "cancelled"
-    assert service.submit(GenerationRequest("hi")).reason == "the engine is shut down"
+    assert service.submit(GenerationRequest("hi")).rejection.reason == "the engine is shut down"
     service.shutdown()  # idempotent
 
 
 def test_shutdown_returns_even_if_the_backend_ignores_cancel(running):
     backend = FakeBackend(token_delay_s=0.01, respects_cancel=False)
     service, events = running(backend)
-    service.submit(GenerationRequest("hi", max_new_tokens=60, ignore_eos=True))  # ~0.6 s
+    handle = service.submit(GenerationRequest("hi", max_new_tokens=60, ignore_eos=True))  # noqa: F841 ~0.6 s
     events.wait_for(is_(Token))
     started = time.monotonic()
     service.shutdown(timeout=0.1)
@@ -560,7 +576,7 @@ def test_shutdown_without_start_closes_the_backend():
 def test_context_manager_starts_and_stops():
     backend = FakeBackend()
     with EngineService(backend) as service:
-        assert isinstance(service.generate_sync(GenerationRequest("hi")), Finished)
+        assert isinstance(generate(service, GenerationRequest("hi")), Finished)
     assert backend.closed and service.state == "stopped"
 
 
@@ -572,11 +588,11 @@ def test_the_session_log_holds_every_outcome_with_prompt_and_output(tmp_path):
     backend = FakeBackend(token_delay_s=0.005)
     breaker = CircuitBreaker(BreakerConfig(minimum_calls=1))
     with EngineService(backend, session_log=SessionLog(path), breaker=breaker, initial_mode="burst") as service:
-        finished = service.generate_sync(GenerationRequest("héllo 🦊", max_new_tokens=3))
-        cancelled = service.generate_sync(LONG, timeout=0.05)
-        rejected = service.generate_sync(GenerationRequest(" "))
+        finished = generate(service, GenerationRequest("héllo 🦊", max_new_tokens=3))
+        cancelled = generate(service, LONG, timeout=0.05)
+        rejected = generate(service, GenerationRequest(" "))
         backend.fail_on_token = 1
-        failed = service.generate_sync(GenerationRequest("fail"))
+        failed = generate(service, GenerationRequest("fail"))
     records = read_session(path)
     kinds = [r["kind"] for r in records]
     assert kinds == [

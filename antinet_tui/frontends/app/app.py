@@ -4,9 +4,9 @@ Threads and who does what:
 
 * the runtime's dispatcher thread calls `EngineBridge`, which only appends to a buffer;
 * the UI thread drains that buffer on a paced timer (tokens; see pacing.py) or at once
-  (other events, first tokens) and routes each event to its widget; it never calls the
-  engine except through the service's non-blocking methods (submit, cancel, set_mode,
-  breaker);
+  (other events, first tokens) and routes each event to its widget; it talks to the
+  engine only through the EngineClient surface (runtime/client.py), whose methods do not
+  block: submit, cancel, set_mode, the breaker's isolate/reset, and snapshots;
 * psutil sampling and session export run in thread workers (own group,
   `exit_on_error=False`) and report back with messages;
 * quitting shuts the service down (joins within a second) off the UI thread.
@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import psutil
 from textual import on, work
@@ -55,6 +56,7 @@ from antinet_tui.frontends.app.widgets.status_line import StatusLine
 from antinet_tui.frontends.app.widgets.system_pane import SystemPane
 from antinet_tui.platform.system_stats import SystemSample, SystemSampler
 from antinet_tui.runtime.breaker import BreakerState
+from antinet_tui.runtime.client import EngineClient, EngineReserved, RequestHandle, ServiceState
 from antinet_tui.runtime.events import (
     Accepted,
     BreakerTransition,
@@ -70,13 +72,19 @@ from antinet_tui.runtime.events import (
     Started,
     Token,
 )
-from antinet_tui.runtime.service import EngineService
 from antinet_tui.runtime.session_log import SessionLogError
 
 logger = logging.getLogger(__name__)
 
 BREAKER_POLL_S = 0.5  # the countdown moves, and OPEN turns HALF-OPEN on time
 SHUTDOWN_TIMEOUT_S = 1.0
+
+
+@runtime_checkable
+class StopsOnQuit(Protocol):
+    """A screen with work in a thread worker that must end when the app quits."""
+
+    def stop_on_quit(self) -> None: ...
 
 
 class SystemSampled(Message):
@@ -93,7 +101,7 @@ class DashboardApp(App[int]):
 
     def __init__(
         self,
-        service: EngineService,
+        service: EngineClient,
         settings: Settings,
         *,
         sampler: SystemSampler | None = None,
@@ -117,10 +125,10 @@ class DashboardApp(App[int]):
         self.generation = GenerationSettings(settings.max_new_tokens, settings.temperature, chat=not settings.raw)
         self.records: dict[int, RequestRecord] = {}
         self.exchanges: dict[int, Exchange] = {}
+        self._handles: dict[int, RequestHandle] = {}  # the operator's unfinished requests (dropping one cancels it)
         self.frozen = False
         self.requested_mode: str | None = settings.mode
         self.mode_note: str | None = None
-        self.running_experiment = None  # the Experiment screen's, while it runs (it switches modes by the dozen)
         self._unsubscribe = None
         self._quitting = threading.Event()  # stops the sampler thread
         self._handle_signals = False
@@ -130,9 +138,9 @@ class DashboardApp(App[int]):
             self.set_keymap(keymap)
 
     def get_default_screen(self) -> Screen:
-        info = self.service.model_info
+        info = self.service.model_info()
         backend = info.backend if info else self.settings.backend
-        self.dashboard = DashboardScreen(backend, self.service.breaker.config.slow_call_ms)
+        self.dashboard = DashboardScreen(backend, self.service.breaker_view().config.slow_call_ms)
         return self.dashboard
 
     # -- lifecycle --------------------------------------------------------------------
@@ -164,12 +172,14 @@ class DashboardApp(App[int]):
     def on_ready(self) -> None:
         """The first frame is on screen: now start the engine (it loads in its thread)."""
         self._unsubscribe = self.service.subscribe(self.bridge)
-        if self.service.state == "not_started" and self.owns_service:
+        if self.service.state is ServiceState.NOT_STARTED and self.owns_service:
             try:
                 self.service.start()
             except SessionLogError as exc:  # its first record refused (a full disk): as an unwritable path
                 self.exit(return_code=int(Exit.USAGE), message=f"{APP_NAME}: error: {exc} ({LOG_CHOICE})")
                 return
+            if self.settings.mode is not None:  # applied right after loading, before any request
+                self.service.set_mode(self.settings.mode, requested_by="settings")
         else:
             self._show_running_service()
         self.set_interval(BREAKER_POLL_S, self._poll_breaker)
@@ -181,23 +191,24 @@ class DashboardApp(App[int]):
 
     def _show_running_service(self) -> None:
         """Adopt a service that was started before this app (it missed the Loaded event)."""
-        info = self.service.model_info
+        info = self.service.model_info()
         if info is not None:
             self._status.change(model=info.name, backend=info.backend, engine="ready")
-            self.requested_mode = self.requested_mode or (
-                self.service.current_mode.requested if self.service.current_mode else None
-            )
-        elif self.service.state == "failed":
-            self._status.change(engine=f"load failed: {self.service.load_error}")
-            self.dashboard.query_one(Conversation).show_load_failure(self.service.load_error or "")
+            mode = self.service.mode()
+            self.requested_mode = self.requested_mode or (mode.requested if mode else None)
+        elif self.service.state is ServiceState.LOAD_FAILED:
+            error = self.service.load_error() or ""
+            self._status.change(engine=f"load failed: {error}")
+            self.dashboard.query_one(Conversation).show_load_failure(error)
 
     async def action_quit(self) -> None:
         """Quit promptly, even mid-answer: the engine stops within one decode step and the
         service's shutdown joins it within SHUTDOWN_TIMEOUT_S, off the UI thread."""
         self._stop_listening()
-        if self.running_experiment is not None:
-            self.running_experiment.abort()  # its thread worker ends within one decode step
-        failed = self.service.state == "failed"  # the exit code says so, as the CLI's does
+        for screen in self.screen_stack:
+            if isinstance(screen, StopsOnQuit):
+                screen.stop_on_quit()  # e.g. an experiment's thread worker: ends within one decode step
+        failed = self.service.state is ServiceState.LOAD_FAILED  # the exit code says so, as the CLI's does
         if self.owns_service:
             await asyncio.to_thread(self.service.shutdown, SHUTDOWN_TIMEOUT_S)
         self.exit(return_code=self._signal_exit or (int(Exit.MODEL) if failed else 0))
@@ -215,7 +226,7 @@ class DashboardApp(App[int]):
 
     def on_events_ready(self, _: EventsReady) -> None:
         self._drain()
-        if not self._ticking and self.service.is_busy and self.is_running:
+        if not self._ticking and self.service.running_count() and self.is_running:
             # an answer is being generated (its Started or first token woke us): tick
             self._ticking = True
             self.pacer.resume()
@@ -225,7 +236,7 @@ class DashboardApp(App[int]):
         """Draw buffered tokens, then come back after the pacer's interval; only while an
         answer is being generated: idle, no timer runs at all."""
         streaming = self._drain()
-        if self.is_running and (streaming or self.service.is_busy):
+        if self.is_running and (streaming or self.service.running_count()):
             self.set_timer(self.pacer.next_interval(streaming), self._drain_tick)
         else:
             self._ticking = False
@@ -274,11 +285,11 @@ class DashboardApp(App[int]):
             self.dashboard.query_one(Conversation).show_load_failure(event.error)
             self.notify(event.error, title="The model could not be loaded", severity="error", timeout=30)
         elif isinstance(event, Accepted):
-            self._status.change(queue=self.service.queue_length)
+            self._status.change(queue=self.service.queue_length())
         elif isinstance(event, Started):
             if exchange := self.exchanges.get(event.request_id):
                 exchange.mark_started()
-            self._status.change(engine=f"generating #{event.request_id}", queue=self.service.queue_length)
+            self._status.change(engine=f"generating #{event.request_id}", queue=self.service.queue_length())
         elif isinstance(event, (Finished, Cancelled, Failed)):
             self._request_ended(event)
         elif isinstance(event, BreakerTransition):
@@ -306,8 +317,9 @@ class DashboardApp(App[int]):
             record.error = event.error if isinstance(event, Failed) else None
         if isinstance(event, Failed):
             self.notify(event.error, title=f"Request #{event.request_id} failed", severity="error", timeout=10)
-        engine = "ready" if not self.service.is_busy else self._status.status.engine
-        self._status.change(engine=engine, queue=self.service.queue_length)
+        self._handles.pop(event.request_id, None)
+        engine = "ready" if not self.service.running_count() else self._status.status.engine
+        self._status.change(engine=engine, queue=self.service.queue_length())
         self._show_latency()
         self._show_breaker()
 
@@ -335,7 +347,7 @@ class DashboardApp(App[int]):
 
     def _show_latency(self) -> None:
         if not self.frozen:
-            self.dashboard.query_one(LatencyPane).show(self.service.metrics)
+            self.dashboard.query_one(LatencyPane).show(self.service.metrics_summary())
 
     def _poll_breaker(self) -> None:
         """Only OPEN changes with time (its countdown, and the lazy move to HALF-OPEN);
@@ -348,12 +360,12 @@ class DashboardApp(App[int]):
 
     def _show_breaker(self) -> None:
         self.dashboard.query_one(BreakerPane).show(
-            self.service.breaker.snapshot(), self.key_display("isolate-breaker"), self.key_display("reset-breaker")
+            self.service.breaker_view(), self.key_display("isolate-breaker"), self.key_display("reset-breaker")
         )
 
     def _show_mode(self) -> None:
         self.dashboard.query_one(PerformancePane).show(
-            self.requested_mode, self.service.current_mode, self.mode_note, self.key_display("toggle-burst")
+            self.requested_mode, self.service.mode(), self.mode_note, self.key_display("toggle-burst")
         )
 
     def _show_generation(self) -> None:
@@ -403,14 +415,17 @@ class DashboardApp(App[int]):
             chat=self.generation.chat,
             system=self.settings.system,
         )
-        submission = self.service.submit(request)
-        if not submission.accepted:
-            self.notify(submission.reason or "refused", title="Not sent", severity="error", timeout=8)
+        handle = self.service.submit(request)
+        if handle.rejection is not None:
+            self.notify(handle.rejection.reason, title="Not sent", severity="error", timeout=8)
             return
+        request_id = handle.request_id
+        if not handle.done:
+            self._handles[request_id] = handle
         prompt_input.value = ""
-        self.records[submission.request_id] = RequestRecord(submission.request_id, request, time.time())
-        exchange = Exchange(submission.request_id, prompt, self.generation.describe())
-        self.exchanges[submission.request_id] = exchange
+        self.records[request_id] = RequestRecord(request_id, request, time.time())
+        exchange = Exchange(request_id, prompt, self.generation.describe())
+        self.exchanges[request_id] = exchange
         await self.dashboard.query_one(Conversation).add(exchange)
 
     def set_generation(self, **changes) -> None:
@@ -439,17 +454,17 @@ class DashboardApp(App[int]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.key_display, self.service.metrics.window))
+            self.push_screen(HelpScreen(self.key_display, self.service.metrics_summary().window))
 
     def action_experiment(self) -> None:
         # imported on first use: it brings the statistics (numpy), which a Genie session need not load
         from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
 
         if not isinstance(self.screen, ExperimentScreen):
-            self.push_screen(ExperimentScreen())
+            self.push_screen(ExperimentScreen(self.service, self.export_dir))
 
     def action_toggle_burst(self) -> None:
-        capabilities = self.service.capabilities
+        capabilities = self.service.capabilities()
         if capabilities is None:
             self.notify("the model is still loading; modes can change once it is ready", severity="warning")
             return
@@ -461,12 +476,11 @@ class DashboardApp(App[int]):
         self.request_mode(capabilities.default_mode if self.requested_mode == "burst" else "burst")
 
     def request_mode(self, name: str) -> None:
-        if self.running_experiment is not None:
-            self.notify("an experiment is running and sets the mode for each run; stop it first (Esc)",
-                        title=f"Mode {name} not applied", severity="warning")
-            return
         try:
             self.service.set_mode(name)
+        except EngineReserved as exc:  # an experiment holds the modes: the runtime says so
+            self.notify(str(exc), title=f"Mode {name} not applied", severity="warning")
+            return
         except EngineError as exc:
             self.notify(str(exc), title=f"Mode {name} not applied", severity="error", timeout=10)
             return
@@ -515,7 +529,7 @@ class DashboardApp(App[int]):
 
     @work(thread=True, group="export", exit_on_error=False)
     def _export(self, records: list[RequestRecord]) -> None:
-        info = self.service.model_info
+        info = self.service.model_info()
         header = {
             "model": info.name if info else None,
             "model_path": info.path if info else None,

@@ -26,7 +26,7 @@ PALETTE_TEMPERATURES = (0.0, 0.2, 0.5, 0.8, 1.0)
 
 
 def mode_commands(app: DashboardApp) -> Iterable[SystemCommand]:
-    capabilities = app.service.capabilities
+    capabilities = app.service.capabilities()
     if capabilities is None:
         yield SystemCommand(
             "Mode: (the model is still loading)", "Modes are listed once the backend is ready", app.bell

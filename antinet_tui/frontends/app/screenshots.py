@@ -29,6 +29,7 @@ from antinet_tui.frontends.app.screens.help import HelpScreen
 from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
 from antinet_tui.frontends.wiring import build_service
 from antinet_tui.runtime.breaker import BreakerState
+from antinet_tui.runtime.client import ServiceState
 
 SIZE = (120, 40)
 SLOW_CALL_MS = 1500
@@ -81,9 +82,10 @@ async def capture(directory: Path) -> None:
     app = DashboardApp(service, settings)
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await _until(pilot, lambda: service.state in ("ready", "failed"), "the model to load")
-            if service.state == "failed":
-                raise RuntimeError(f"the model did not load: {service.load_error}")
+            await _until(pilot, lambda: service.state in (ServiceState.READY, ServiceState.LOAD_FAILED),
+                         "the model to load")
+            if service.state is ServiceState.LOAD_FAILED:
+                raise RuntimeError(f"the model did not load: {service.load_error()}")
 
             await _finish(pilot, await _ask(pilot, FRANCE))
             _save(app, directory, "idle")
@@ -95,10 +97,10 @@ async def capture(directory: Path) -> None:
             await _finish(pilot, story)
 
             for prompt in (LONG_ANSWERS * 2)[:MAX_ANSWERS_TO_TRIP]:
-                if service.breaker.state is BreakerState.OPEN:
+                if service.breaker_view().state is BreakerState.OPEN:
                     break
                 await _finish(pilot, await _ask(pilot, prompt))
-            if service.breaker.state is not BreakerState.OPEN:
+            if service.breaker_view().state is not BreakerState.OPEN:
                 raise RuntimeError(f"the breaker did not open after {MAX_ANSWERS_TO_TRIP} long answers")
             await pilot.pause(0.6)  # one breaker poll: the countdown is on screen
             _save(app, directory, "breaker-open")

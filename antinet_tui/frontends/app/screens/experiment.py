@@ -8,6 +8,8 @@ the result goes to the session log and can be exported as Markdown and JSON.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,6 +21,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.frontends.app.session import write_export
 from antinet_tui.frontends.experiment_report import parse_modes, parse_token_counts, render, summary_lines
+from antinet_tui.runtime.client import EngineClient
 from antinet_tui.runtime.experiment import (
     DEFAULT_PROMPTS,
     Experiment,
@@ -51,8 +54,11 @@ class ExperimentScreen(Screen[None]):
             super().__init__()
             self.report, self.summary, self.error = report, summary or [], error
 
-    def __init__(self, modes: str = "burst,default", tokens: str = "16,64", runs: int = 5, warmup: int = 1):
+    def __init__(self, client: EngineClient, export_dir: Path, modes: str = "burst,default", tokens: str = "16,64",
+                 runs: int = 5, warmup: int = 1):
         super().__init__(id="experiment")
+        self.client = client
+        self.export_dir = export_dir
         self._defaults = (modes, tokens, str(runs), str(warmup))
         self.experiment: Experiment | None = None
         self.plan: ExperimentPlan | None = None
@@ -92,11 +98,11 @@ class ExperimentScreen(Screen[None]):
         if self.experiment is not None:
             self.notify("an experiment is already running", severity="warning")
             return
-        service = self.app.service
-        if service.model_info is None or service.capabilities is None:
+        client = self.client
+        if client.model_info() is None or client.capabilities() is None:
             self.notify("the model is still loading; start the experiment when it is ready", severity="warning")
             return
-        if service.is_busy or service.queue_length:
+        if client.running_count() or client.queue_length():
             self.notify("an answer is still running: wait for it (or stop it) so it cannot skew the runs",
                         severity="warning")
             return
@@ -107,13 +113,12 @@ class ExperimentScreen(Screen[None]):
                 runs=int(self.query_one("#runs", Input).value or 0),
                 warmup=int(self.query_one("#warmup", Input).value or 0),
                 prompts=DEFAULT_PROMPTS)
-            plan.validate_for(service)
+            plan.validate_for(client)
         except (PlanError, ValueError) as exc:
             self.notify(str(exc), title="Cannot start the experiment", severity="error", timeout=10)
             return
         self.plan, self.results, self.report = plan, [], None
-        self.experiment = Experiment(service, plan, on_run=lambda r, d, t: self.post_message(self.RunDone(r, d, t)))
-        self.app.running_experiment = self.experiment
+        self.experiment = Experiment(client, plan, on_run=lambda r, d, t: self.post_message(self.RunDone(r, d, t)))
         total = len(schedule(plan))
         self.query_one(ProgressBar).update(total=total, progress=0)
         self.query_one(ProgressBar).display = True
@@ -128,7 +133,7 @@ class ExperimentScreen(Screen[None]):
         try:
             report = experiment.run()
             # the statistics and the log write happen here, off the UI thread
-            self.app.service.log_record({"kind": "experiment", **report.to_record()})
+            self.client.log_record({"kind": "experiment", **report.to_record()})
             summary = summary_lines(report)
         except (ExperimentError, EngineError) as exc:  # e.g. the engine shut down under it
             self.post_message(self.Ended(None, error=str(exc)))
@@ -150,7 +155,6 @@ class ExperimentScreen(Screen[None]):
 
     def on_experiment_screen_ended(self, message: Ended) -> None:
         self.experiment = None
-        self.app.running_experiment = None
         self.query_one("#start", Button).disabled = False
         if message.error:
             self.notify(message.error, title="The experiment failed", severity="error", timeout=10)
@@ -183,6 +187,11 @@ class ExperimentScreen(Screen[None]):
 
     # -- keys -------------------------------------------------------------------------
 
+    def stop_on_quit(self) -> None:
+        """The app is quitting: abort the run in flight (the worker ends within one decode step)."""
+        if self.experiment is not None:
+            self.experiment.abort()
+
     def action_stop_or_close(self) -> None:
         if self.experiment is not None:
             self._status("stopping: cancelling the run in flight …")
@@ -199,7 +208,7 @@ class ExperimentScreen(Screen[None]):
     @work(thread=True, group="export", exit_on_error=False)
     def _export(self, report: ExperimentReport) -> None:
         try:
-            paths = write_export(self.app.export_dir, "experiment",
+            paths = write_export(self.export_dir, "experiment",
                                  {".md": render(report, "md"), ".json": render(report, "json")})
         except OSError as exc:
             self.app.call_from_thread(self.notify, f"could not write the export: {exc}",

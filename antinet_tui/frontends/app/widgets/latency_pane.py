@@ -2,7 +2,7 @@
 
 The charts auto-scale, so the numbers beside them carry the scale. End-to-end is drawn
 against the breaker's slow-call threshold, and the count of slow calls is written out.
-Figures are the runtime's MetricsStore (finished requests only), never recomputed here.
+Figures are the runtime's metrics summary (finished requests only), never recomputed here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from textual.widgets import Static
 from antinet_tui.frontends.app.formatting import ms, rate
 from antinet_tui.frontends.app.widgets.pane import Pane
 from antinet_tui.frontends.app.widgets.series_chart import SeriesChart
-from antinet_tui.runtime.metrics import MetricsStore
+from antinet_tui.runtime.metrics import MetricsSummary
 
 # (series name, row label, formatter)
 ROWS = (
@@ -41,7 +41,7 @@ class LatencyPane(Pane):
             yield SeriesChart(threshold=self.slow_call_ms if name == "e2e_ms" else None, id=f"{name}-chart")
         yield Static(id="slow-calls")
 
-    def show(self, metrics: MetricsStore) -> None:
+    def show(self, metrics: MetricsSummary) -> None:
         for name, label, fmt in ROWS:
             quantiles = metrics.percentiles(name)
             cells = (fmt(metrics.latest(name)), fmt(quantiles["p50"]), fmt(quantiles["p95"]))
