@@ -475,10 +475,10 @@ def test_unsubscribe_stops_delivery(running):
     assert second.request_id not in {e.request_id for e in late.events}
 
 
-# -- generate_sync interruptions ---------------------------------------------------------
+# -- generate() interruptions -------------------------------------------------------------
 
 
-def test_ctrl_c_during_generate_sync_cancels_and_returns_the_partial_answer(running, sigint_raises):
+def test_ctrl_c_during_generate_cancels_and_returns_the_partial_answer(running, sigint_raises):
     backend = FakeBackend(token_delay_s=0.01)
     service, _ = running(backend)
 
@@ -516,7 +516,7 @@ def test_ctrl_c_before_the_request_is_queued_is_the_callers_and_leaves_the_servi
     assert isinstance(generate(service, GenerationRequest("hi")), Finished)
 
 
-def test_generate_sync_timeout_cancels(running):
+def test_generate_timeout_cancels(running):
     service, _ = running(FakeBackend(token_delay_s=0.01))
     started = time.monotonic()
     result = generate(service, LONG, timeout=0.2)
