@@ -23,7 +23,7 @@ async def test_a_genie_answer_streams_into_the_dashboard(bundle, make_backend, t
                        export_dir=tmp_path / "exports")
     try:
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_until(pilot, lambda: service.state in ("ready", "failed"), "the Genie worker to load", 30)
+            await wait_until(pilot, lambda: service.state in ("ready", "load_failed"), "the Genie worker to load", 30)
             assert service.state == "ready", service.load_error()
             prompt = app.dashboard.query_one(PromptInput)
             prompt.value = "hello"
