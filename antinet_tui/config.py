@@ -63,29 +63,48 @@ def export_dir() -> Path:
     return platformdirs.user_state_path(APP_NAME) / "exports"
 
 
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
 def _coerce(name: str, kind: type, value: Any, where: str) -> Any:
-    """Convert a file/env value to the field's type, or say precisely what is wrong."""
-    try:
+    """The field's value from a config file's TOML value or an environment variable's text.
+
+    One rule for every source: the value must be of the field's type, never converted
+    with a loss (2.7 is not an integer, in the file as in $ANTINET_* and on the command
+    line); an integer is a number. Text (an environment variable, a quoted TOML value) is
+    parsed as the type; any other TOML value must be of the type as it is."""
+    wrong = ConfigError(f"{where}: {name} must be {_TYPE_NAMES[kind]}, got {_describe(value)}")
+    if isinstance(value, str) and kind is not str:  # env text (TOML strings for non-text keys too)
         if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
+            text = value.strip().lower()
             if text in ("1", "true", "yes", "on"):
                 return True
             if text in ("0", "false", "no", "off"):
                 return False
-            raise ValueError
-        if kind is int:
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {name} must be {kind.__name__}, got {value!r}") from None
+            raise wrong
+        try:
+            return int(value.strip()) if kind is int else float(value.strip())
+        except ValueError:
+            raise wrong from None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong
+    if isinstance(value, bool):  # True is an int to Python, not to an operator
+        raise wrong
+    if kind is int and isinstance(value, int):
+        return value
+    if kind is float and isinstance(value, (int, float)):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise wrong
+
+
+def _describe(value: Any) -> str:
+    kinds = {bool: "true/false", int: "an integer", float: "a number", str: "text", list: "a list", dict: "a table"}
+    kind = next((word for t, word in kinds.items() if isinstance(value, t)), type(value).__name__)
+    return f"{value!r}" if isinstance(value, str) else f"{value!r} ({kind})"
 
 
 def _field_types() -> dict[str, type]:

@@ -115,7 +115,7 @@ def test_bad_config_file_is_named(tmp_path, tiny_model):
     config = tmp_path / "config.toml"
     config.write_text("temperature = 'hot'\n")
     done = cli("run", "hi", "--model", tiny_model, env={"ANTINET_CONFIG": str(config)})
-    assert done.returncode == 2 and f"{config}: temperature must be float, got 'hot'" in done.stderr
+    assert done.returncode == 2 and f"{config}: temperature must be a number, got 'hot'" in done.stderr
 
 
 @pytest.mark.parametrize("where,message", [
