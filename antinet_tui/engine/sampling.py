@@ -21,7 +21,11 @@ class Sampler:
     def __call__(self, logits: np.ndarray) -> int:
         if self.temperature <= 0:
             return int(np.argmax(logits))
-        scaled = logits.astype(np.float64) / self.temperature
+        # relative to the best logit first: a tiny temperature (1e-320) then sends the others
+        # to -inf (probability 0, as greedy) instead of inf - inf = NaN
+        logits = logits.astype(np.float64)
+        with np.errstate(over="ignore"):
+            scaled = (logits - logits.max()) / self.temperature
         if 0 < self.top_k < scaled.size:
             candidates = np.argpartition(scaled, -self.top_k)[-self.top_k:]
         else:
