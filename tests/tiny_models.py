@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter
+from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
 from gguf.quants import quantize
 
 from antinet_tui.engine.tokenizer import CONTROL, NORMAL, _byte_decoder
@@ -43,6 +43,26 @@ def tiny_vocab() -> tuple[list[str], list[int], list[str]]:
     return tokens, types, MERGES
 
 
+class _EditedWriter(GGUFWriter):
+    """A GGUFWriter that writes some metadata values differently (a value, or None to
+    leave the key out): models with broken metadata for the error-message tests."""
+
+    def __init__(self, path: str, arch: str, metadata: dict):
+        self.metadata = metadata
+        super().__init__(path, arch)
+
+    def add_key_value(self, key, val, vtype, sub_type=None):
+        if key in self.metadata:
+            val = self.metadata[key]
+            if val is None:
+                return
+            if isinstance(val, str):
+                vtype = GGUFValueType.STRING
+            elif isinstance(val, float):
+                vtype = GGUFValueType.FLOAT32
+        super().add_key_value(key, val, vtype, sub_type)
+
+
 def write_tiny_model(
     path: Path,
     arch: str = "llama",
@@ -59,13 +79,14 @@ def write_tiny_model(
     chat_template: str | None = CHATML,
     tokenizer_model: str = "gpt2",
     always_end: bool = False,
+    metadata: dict | None = None,
 ) -> Path:
     """Write a random model; `always_end` zeroes the final norm so every logit ties and
     greedy decoding picks token 0, <|endoftext|>: a model that ends its turn at once."""
     rng = np.random.default_rng(seed)
     tokens, types, merges = tiny_vocab()
     head_dim = d_model // n_heads
-    w = GGUFWriter(str(path), arch)
+    w = _EditedWriter(str(path), arch, metadata or {})
     w.add_name(f"tiny-{arch}")
     w.add_block_count(n_layers)
     w.add_context_length(context_length)

@@ -15,6 +15,7 @@ over a second per token) and lay the weights out for the forward pass:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -113,35 +114,82 @@ def check_gguf_file(path: Path) -> None:
 
 
 def read_config(gf: GGUFFile) -> ModelConfig:
+    """The model's shape from its metadata, checked: a zero, a wrong type or a count that
+    does not match the tensors is named (key and value) here, not met later as an index
+    error or a division by zero in the forward pass."""
     arch = gf.require("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ModelFormatError(
             f"{gf.path}: unsupported architecture {arch!r}; "
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
-    n_heads = int(gf.require(f"{arch}.attention.head_count"))
-    d_model = int(gf.require(f"{arch}.embedding_length"))
-    head_dim = int(gf.get(f"{arch}.attention.key_length", d_model // n_heads))
+
+    def number(key: str, kind: type = int, default: Any = None, low: float = 1) -> Any:
+        raw = gf.get(f"{arch}.{key}") if default is not None else gf.require(f"{arch}.{key}")
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+            if isinstance(raw, (bool, str)) or (kind is int and value != raw) or not math.isfinite(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            word = "an integer" if kind is int else "a number"
+            raise ModelFormatError(f"{gf.path}: metadata {arch}.{key} must be {word}, got {raw!r}") from None
+        if value < low or (low == 0 and value == 0):
+            bound = f"at least {low}" if low else "more than 0"
+            raise ModelFormatError(f"{gf.path}: metadata {arch}.{key} is {raw!r}; it must be {bound} "
+                                   "(a damaged or hand-edited file?)")
+        return value
+
+    n_heads = number("attention.head_count")
+    d_model = number("embedding_length")
+    head_dim = number("attention.key_length", default=max(1, d_model // n_heads))
     embd = gf.tensors.get("token_embd.weight")
     if embd is None:
         raise ModelFormatError(f"{gf.path}: tensor 'token_embd.weight' is missing")
-    vocab = int(gf.get(f"{arch}.vocab_size", int(embd.shape[1])))
-    return ModelConfig(
+    config = ModelConfig(
         architecture=arch,
-        n_layers=int(gf.require(f"{arch}.block_count")),
+        n_layers=number("block_count"),
         d_model=d_model,
         n_heads=n_heads,
-        n_kv_heads=int(gf.get(f"{arch}.attention.head_count_kv", n_heads)),
+        n_kv_heads=number("attention.head_count_kv", default=n_heads),
         head_dim=head_dim,
-        ffn_dim=int(gf.require(f"{arch}.feed_forward_length")),
-        vocab_size=vocab,
-        context_length=int(gf.require(f"{arch}.context_length")),
-        rope_base=float(gf.get(f"{arch}.rope.freq_base", 10000.0)),
-        rope_dims=int(gf.get(f"{arch}.rope.dimension_count", head_dim)),
-        norm_eps=float(gf.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
+        ffn_dim=number("feed_forward_length"),
+        vocab_size=number("vocab_size", default=int(embd.shape[1])),
+        context_length=number("context_length"),
+        rope_base=number("rope.freq_base", float, default=10000.0, low=0),
+        rope_dims=number("rope.dimension_count", default=head_dim, low=2),
+        norm_eps=number("attention.layer_norm_rms_epsilon", float, default=1e-6, low=0),
         qkv_bias="blk.0.attn_q.bias" in gf.tensors,
         tied_embeddings="output.weight" not in gf.tensors,
     )
+    _check_shapes(gf, config)
+    return config
+
+
+def _check_shapes(gf: GGUFFile, c: ModelConfig) -> None:
+    key = f"{c.architecture}."
+    if c.n_heads % c.n_kv_heads:
+        raise ModelFormatError(f"{gf.path}: metadata {key}attention.head_count ({c.n_heads}) is not a multiple of "
+                               f"{key}attention.head_count_kv ({c.n_kv_heads})")
+    if c.rope_dims % 2 or c.rope_dims > c.head_dim:
+        raise ModelFormatError(f"{gf.path}: metadata {key}rope.dimension_count is {c.rope_dims}; it must be even "
+                               f"and at most the head size ({c.head_dim})")
+    expected = {"token_embd.weight": (c.d_model, c.vocab_size)}  # GGUF order: (columns, rows)
+    for i in range(c.n_layers):
+        expected |= {f"blk.{i}.attn_q.weight": (c.d_model, c.q_dim), f"blk.{i}.attn_k.weight": (c.d_model, c.kv_dim),
+                     f"blk.{i}.attn_v.weight": (c.d_model, c.kv_dim),
+                     f"blk.{i}.attn_output.weight": (c.q_dim, c.d_model),
+                     f"blk.{i}.ffn_gate.weight": (c.d_model, c.ffn_dim), f"blk.{i}.ffn_up.weight": (c.d_model, c.ffn_dim),
+                     f"blk.{i}.ffn_down.weight": (c.ffn_dim, c.d_model)}
+    for name, shape in expected.items():
+        tensor = gf.tensors.get(name)
+        if tensor is None:
+            raise ModelFormatError(f"{gf.path}: tensor {name!r} is missing")
+        actual = tuple(int(n) for n in tensor.shape)
+        if actual != shape:
+            raise ModelFormatError(f"{gf.path}: tensor {name!r} has shape {actual}, but the metadata "
+                                   f"({key}embedding_length, attention.head_count, ...) make it {shape}")
 
 
 def _dequantize(gf: GGUFFile, name: str) -> np.ndarray:
