@@ -85,3 +85,29 @@ def test_sigterm_quits_the_dashboard_as_ctrl_q_does_and_restores_the_terminal(ti
     assert b"Traceback" not in rest
     kinds = [r["kind"] for r in read_session(log)]
     assert kinds[0] == "session_start" and "loaded" in kinds
+
+
+async def test_quitting_mid_experiment_keeps_its_summary_record(make_app, tmp_path):
+    from test_experiment_screen import open_experiment
+
+    app = make_app(FakeBackend(token_delay_s=0.01), log=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_experiment(pilot, "burst,default", "2,400", "3")
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: len(screen.results) >= 6, "the short runs", timeout=30)
+        await pilot.press("ctrl+q")  # during the first 400-token run
+        await wait_until(pilot, lambda: app.return_code is not None, "the quit")
+    [record] = [r for r in read_session(tmp_path / "session.jsonl") if r["kind"] == "experiment"]
+    assert len(record["runs"]) == 6
+    assert record["stopped"] == "stopped by the operator after 6 of 12 runs"
+
+
+async def test_the_experiment_forms_empty_tokens_field_is_named_as_the_field(make_app):
+    from test_experiment_screen import open_experiment
+
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_experiment(pilot, "burst,default", "", "2")
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: any("tokens is empty" in n for n in notifications(app)), "the refusal")
+        assert not any("--tokens" in n for n in notifications(app))

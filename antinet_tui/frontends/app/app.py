@@ -84,7 +84,8 @@ SHUTDOWN_TIMEOUT_S = 1.0
 class StopsOnQuit(Protocol):
     """A screen with work in a thread worker that must end when the app quits."""
 
-    def stop_on_quit(self) -> None: ...
+    def stop_on_quit(self, timeout: float) -> None:
+        """Stop the work and wait (up to timeout seconds, on a thread) until it has ended."""
 
 
 class SystemSampled(Message):
@@ -207,7 +208,9 @@ class DashboardApp(App[int]):
         self._stop_listening()
         for screen in self.screen_stack:
             if isinstance(screen, StopsOnQuit):
-                screen.stop_on_quit()  # e.g. an experiment's thread worker: ends within one decode step
+                # e.g. an experiment: its run ends within one decode step, then its summary is
+                # written to the session log (as bench's is on Ctrl-C) before the service stops
+                await asyncio.to_thread(screen.stop_on_quit, SHUTDOWN_TIMEOUT_S)
         failed = self.service.state is ServiceState.LOAD_FAILED  # the exit code says so, as the CLI's does
         if self.owns_service:
             await asyncio.to_thread(self.service.shutdown, SHUTDOWN_TIMEOUT_S)

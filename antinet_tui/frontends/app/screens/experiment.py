@@ -8,6 +8,7 @@ the result goes to the session log and can be exported as Markdown and JSON.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from textual import on, work
@@ -64,6 +65,8 @@ class ExperimentScreen(Screen[None]):
         self.plan: ExperimentPlan | None = None
         self.results: list[RunResult] = []
         self.report: ExperimentReport | None = None
+        self._worker_done = threading.Event()  # clear while a worker runs, until its record is written
+        self._worker_done.set()
 
     def compose(self) -> ComposeResult:
         modes, tokens, runs, warmup = self._defaults
@@ -119,6 +122,7 @@ class ExperimentScreen(Screen[None]):
             return
         self.plan, self.results, self.report = plan, [], None
         self.experiment = Experiment(client, plan, on_run=lambda r, d, t: self.post_message(self.RunDone(r, d, t)))
+        self._worker_done.clear()
         total = len(schedule(plan))
         self.query_one(ProgressBar).update(total=total, progress=0)
         self.query_one(ProgressBar).display = True
@@ -141,6 +145,8 @@ class ExperimentScreen(Screen[None]):
             self.post_message(self.Ended(None, error=f"{type(exc).__name__}: {exc}"))
         else:
             self.post_message(self.Ended(report, summary))
+        finally:
+            self._worker_done.set()  # a quit waits for this
 
     # -- progress ---------------------------------------------------------------------
 
@@ -187,10 +193,12 @@ class ExperimentScreen(Screen[None]):
 
     # -- keys -------------------------------------------------------------------------
 
-    def stop_on_quit(self) -> None:
-        """The app is quitting: abort the run in flight (the worker ends within one decode step)."""
+    def stop_on_quit(self, timeout: float) -> None:
+        """The app is quitting: abort the run in flight (the worker ends within one decode
+        step) and wait until the worker has written the summary of the finished runs."""
         if self.experiment is not None:
             self.experiment.abort()
+            self._worker_done.wait(timeout)
 
     def action_stop_or_close(self) -> None:
         if self.experiment is not None:
