@@ -30,3 +30,7 @@ class BackendUnavailable(EngineError):
 
 class UnknownBackend(EngineError):
     pass
+
+
+class UnsupportedByBackend(ModelFormatError):
+    """A valid model this backend cannot run as it is (another backend can)."""
