@@ -23,8 +23,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    model: str | None = None  # GGUF path (numpy) or Genie bundle config.json (genie)
-    backend: str = "numpy"
+    model: str | None = None  # GGUF path (auto, onnx, numpy) or Genie bundle config.json (genie)
+    backend: str = "auto"  # onnx when it can run the file, else numpy
     mode: str | None = None  # None: the backend's default mode
     ctx: int | None = None  # context window cap; None: the model's own
     max_new_tokens: int = 256

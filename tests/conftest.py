@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny_models.py, tests/fakes.py
 
+from gguf import GGMLQuantizationType  # noqa: E402
 from tiny_models import write_tiny_model  # noqa: E402
 
 from antinet_tui.engine.discovery import packaged_model  # noqa: E402
@@ -44,7 +45,8 @@ def sigint_raises():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama.gguf")
+    # Q8_0 blocks: the default backend (onnx) runs them as they are, numpy dequantizes them
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama.gguf", qtype=GGMLQuantizationType.Q8_0)
 
 
 @pytest.fixture(scope="session")

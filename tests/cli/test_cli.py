@@ -40,7 +40,7 @@ def test_run_json_reports_text_and_measured_figures(tiny_model, tmp_path):
     assert record["generated_tokens"] == len(record["token_ids"]) == 5 and record["stop_reason"] == "max_tokens"
     assert record["ttft_ms"] > 0 and record["e2e_ms"] >= record["ttft_ms"] and record["decode_tok_s"] > 0
     assert record["mode"]["requested"] == "default" and record["mode"]["settings"]["threads"] >= 1
-    assert record["backend"] == "numpy" and record["model"] == str(tiny_model)
+    assert record["backend"] == "onnx" and record["model"] == str(tiny_model)
     finished = [r for r in read_session(log) if r["kind"] == "finished"]
     assert len(finished) == 1 and finished[0]["text"] == record["text"] and finished[0]["request"]["prompt"] == "hello"
 
@@ -59,7 +59,7 @@ def test_run_reads_the_prompt_from_stdin(tiny_model):
     (["run", "x" * 80, "--raw", "--max-new-tokens", "8"], "prompt is 80 tokens; the context holds 64"),
     (["run", "hi", "--mode", "turbo"], "unknown mode 'turbo'; valid modes: burst, sustained_high_performance, "
                                        "default, power_saver"),
-    (["run", "hi", "--backend", "tpu"], "unknown backend 'tpu'; available: numpy, genie"),
+    (["run", "hi", "--backend", "tpu"], "unknown backend 'tpu'; available: auto, onnx, numpy, genie"),
     (["run", "hi", "--seed", "-1"], "seed must be an integer from 0 to 2**63-1, got -1"),
     (["run", "hi", "--temperature", "nan"], "temperature must be a finite number >= 0 (0 is greedy), got nan"),
 ])
@@ -143,10 +143,24 @@ def test_info_json(tiny_model):
     done = cli("info", "--json", "--model", tiny_model, "--no-log")
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
-    assert info["backend"] == "numpy" and info["model"]["architecture"] == "llama"
+    assert info["backend"] == "onnx" and info["model"]["architecture"] == "llama"
+    assert info["backend_reason"].startswith("the default: runs the file's own quantized blocks")
     assert [m["name"] for m in info["modes"]] == ["burst", "sustained_high_performance", "default", "power_saver"]
     assert info["effective"]["requested"] == "default" and info["cores"]["usable"] >= 1
     assert info["memory"]["total_bytes"] > info["memory"]["available_bytes"] > 0
+
+
+def test_info_says_which_backend_runs_and_why(tmp_path, tiny_model):
+    f32 = write_tiny_model(tmp_path / "f32.gguf")  # F32 weights: no exact MatMulNBits form
+    fallback = json.loads(cli("info", "--json", "--model", f32, "--no-log").stdout)
+    assert fallback["backend"] == "numpy"
+    assert fallback["backend_reason"].startswith("fallback: the onnx backend cannot run this file")
+    assert "has type F32" in fallback["backend_reason"]
+    chosen = cli("info", "--model", tiny_model, "--backend", "numpy", "--no-log")
+    assert re.search(r"^backend\s+numpy;.*\n\s+chosen with --backend numpy$", chosen.stdout, re.M)
+    refused = cli("run", "hi", "--model", f32, "--backend", "onnx", "--no-log")
+    assert refused.returncode == 3 and "has type F32" in refused.stderr and "--backend numpy" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_locate_names_every_place():

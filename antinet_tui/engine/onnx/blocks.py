@@ -8,9 +8,10 @@ dequantizes `(q - zero_point) * scale`. So GGUF's blocks map over value for valu
 * Q8_0 (d, 32 int8):    `d * q`       -> 8 bits, scale d, q + 128 with zero point 128.
 * Q4_1 (d, m, 32 nibbles): `d * q + m` -> 4 bits, scale d, zero point 0, plus a
   correction `m` per block that the graph adds as `blocksum(x) @ m` (x summed over each
-  block of 32 inputs). A float zero point `-m/d` would be exact too but turns off ORT's
-  weight prepacking (the matrix is dequantized on every call, ~50x slower); rounding it
-  to an integer would change every weight (~6 % error per matrix).
+  block of 32 inputs; the sums come out of the same MatMulNBits, see
+  `with_block_sum_rows`). A float zero point `-m/d` would be exact too but turns off
+  ORT's weight prepacking (the matrix is dequantized on every call, ~50x slower);
+  rounding it to an integer would change every weight (~6 % error per matrix).
 
 Nibble order differs: GGUF keeps weight j in the low nibble and j+16 in the high nibble
 of byte j; MatMulNBits wants weights 2i (low) and 2i+1 (high) in byte i.
@@ -93,3 +94,15 @@ def concat_rows(parts: list[NBitsWeight]) -> NBitsWeight:
         None if first.zero_points is None else np.concatenate([p.zero_points for p in parts]),
         None if minima[0] is None else np.concatenate(minima),
     )
+
+
+def with_block_sum_rows(w: NBitsWeight) -> NBitsWeight:
+    """`w` (4-bit, zero point 0) with one more output row per block of inputs: row b has
+    weight 1 on block b's inputs and 0 elsewhere, so its output is that block's sum."""
+    n_blocks = w.k // BLOCK
+    packed = np.zeros((n_blocks, n_blocks, BLOCK // 2), dtype=np.uint8)
+    packed[np.arange(n_blocks), np.arange(n_blocks)] = 0x11  # q = 1 in both nibbles
+    scales = np.eye(n_blocks, dtype=np.float32)  # scale 1 on the row's own block, 0 elsewhere
+    zero_points = np.zeros((n_blocks, (n_blocks + 1) // 2), dtype=np.uint8)
+    extra = NBitsWeight(w.qtype, n_blocks, w.k, 4, packed, scales, zero_points, np.zeros_like(scales))
+    return concat_rows([w, extra])

@@ -9,12 +9,13 @@ The graph runs a whole forward step, prefill or decode, in one session run:
 Inputs: `input_ids` int64 (1, T); `seqlens_k` int32 (1,) = positions after this run - 1;
 `total_sequence_length` int32 scalar = positions after this run; `past_key.i` /
 `past_value.i` float32 (1, kv_heads, n_ctx, head_dim), n_ctx chosen by the backend (the
-RoPE tables cover the model's whole context). Outputs: `logits` (1, 1, vocab) of
+RoPE tables cover the model's whole context). Outputs: `logits` (1, vocab) of
 the last position, and `present_key.i` / `present_value.i`, which the backend binds to
 the same buffers as the past ones, so GroupQueryAttention appends in place.
 
 Weights stay as the file has them (see blocks.py); Q/K/V and gate/up are fused into one
-MatMulNBits each. RoPE layout: llama files are converted with Q/K rows permuted for
+MatMulNBits each. Activations are (T, width) matrices, so Q4_1's correction is one Gemm
+that adds to the product (reshaped to (1, T, .) only around GroupQueryAttention). RoPE layout: llama files are converted with Q/K rows permuted for
 adjacent-pair rotation (`rotary_interleaved=1`); qwen2 files rotate halves (`=0`).
 """
 
@@ -27,7 +28,14 @@ import numpy as np
 
 from antinet_tui.engine.errors import ModelFormatError, UnsupportedByBackend
 from antinet_tui.engine.gguf_model import GGUFFile, ModelConfig, _dequantize
-from antinet_tui.engine.onnx.blocks import BLOCK, EXACT_TYPES, NBitsWeight, concat_rows, from_gguf_blocks
+from antinet_tui.engine.onnx.blocks import (
+    BLOCK,
+    EXACT_TYPES,
+    NBitsWeight,
+    concat_rows,
+    from_gguf_blocks,
+    with_block_sum_rows,
+)
 
 OPSET = 18
 MS = "com.microsoft"
@@ -54,6 +62,7 @@ class _Builder:
         self.initializers: list = []
         self.accuracy_level = accuracy_level
         self._names: dict[str, int] = {}
+        self._consts: set[str] = set()
 
     def name(self, base: str) -> str:
         n = self._names.get(base, 0)
@@ -76,25 +85,31 @@ class _Builder:
 
     def linear(self, x: str, w: NBitsWeight, name: str, bias: np.ndarray | None = None) -> str:
         """x @ W.T as MatMulNBits on the file's blocks (+ Q4_1's per-block minimum)."""
+        n_blocks = w.k // BLOCK
+        if w.block_min is not None:
+            # sum(x[block] * (d*q + m)) = MatMulNBits(x) + blocksum(x) @ m.T. The block sums
+            # come from the same MatMulNBits: one extra output row per block, weight 1 on
+            # that block's inputs (exact in 4 bits: scale 1, q 1, zero point 0), so they
+            # sum the very activations the product used (int8 ones, at accuracy level 4)
+            w = with_block_sum_rows(w)
         inputs = [x, self.const(f"{name}.q", w.packed), self.const(f"{name}.scales", w.scales)]
         if w.zero_points is not None:
             inputs.append(self.const(f"{name}.zp", w.zero_points))
         (y,) = self.op("MatMulNBits", inputs, domain=MS, K=w.k, N=w.n, bits=w.bits, block_size=BLOCK,
                        accuracy_level=self.accuracy_level)
         if w.block_min is not None:
-            # sum(x[block] * (d*q + m)) = MatMulNBits(x) + blocksum(x) @ m.T: both exact
-            (sums,) = self.op("MatMul", [x, self.block_sums(w.k)])
-            (corr,) = self.op("MatMul", [sums, self.const(f"{name}.min_t", np.ascontiguousarray(w.block_min.T))])
-            (y,) = self.op("Add", [y, corr])
+            n = w.n - n_blocks
+            y, sums = self.op("Split", [y, self.shape_const(n, n_blocks)], n_outputs=2, axis=-1)
+            # Gemm adds the minimum's term to the product in the same node
+            (y,) = self.op("Gemm", [sums, self.const(f"{name}.min_t", np.ascontiguousarray(w.block_min[:n].T)), y])
         if bias is not None:
             (y,) = self.op("Add", [y, self.const(f"{name}.bias", bias.astype(np.float32))])
         return y
 
-    def block_sums(self, k: int) -> str:
-        """(K, K/32) ones-by-block: x @ it sums x over each block of 32."""
-        name = f"block_sum_{k}"
-        if not any(i.name == name for i in self.initializers):
-            self.const(name, np.kron(np.eye(k // BLOCK, dtype=np.float32), np.ones((BLOCK, 1), np.float32)))
+    def shape_const(self, *dims: int) -> str:
+        name = "shape_" + "_".join(str(d).replace("-", "m") for d in dims)
+        if name not in self._consts:
+            self._consts.add(self.const(name, np.array(dims, np.int64)))
         return name
 
 
@@ -142,10 +157,10 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         scales = b.const("token_embd.scales", embd.scales[..., None])
         (x,) = b.op("GatherBlockQuantized", [table, "input_ids", scales], domain=MS,
                     bits=8, block_size=BLOCK, gather_axis=0, quantize_axis=2)
-        (x,) = b.op("Reshape", [x, b.const("embed_shape", np.array([1, -1, cfg.d_model], np.int64))])
     else:
         table = b.const("token_embd.f32", _dequantize(gf, "token_embd.weight"))
         (x,) = b.op("Gather", [table, "input_ids"], axis=0)
+    (x,) = b.op("Reshape", [x, b.shape_const(-1, cfg.d_model)])  # activations are (T, width) throughout
 
     cos, sin = rope_tables(cfg, cfg.context_length, _dequantize(gf, "rope_freqs.weight") if "rope_freqs.weight" in gf.tensors
                            else None)
@@ -163,6 +178,7 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         if cfg.qkv_bias:
             bias = np.concatenate([_dequantize(gf, f"{p}attn_{s}.bias") for s in "qkv"])
         qkv = fused([f"{p}attn_q.weight", f"{p}attn_k.weight", f"{p}attn_v.weight"], h, f"{p}qkv", bias)
+        (qkv,) = b.op("Reshape", [qkv, b.shape_const(1, -1, cfg.q_dim + 2 * cfg.kv_dim)])  # GQA wants (1, T, .)
         attn, _, _ = b.op(
             "GroupQueryAttention",
             [qkv, "", "", f"past_key.{i}", f"past_value.{i}", "seqlens_k", "total_sequence_length",
@@ -171,6 +187,7 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
             do_rotary=1, rotary_interleaved=interleaved, scale=1.0 / math.sqrt(cfg.head_dim),
         )
         b.nodes[-1].output[1], b.nodes[-1].output[2] = f"present_key.{i}", f"present_value.{i}"
+        (attn,) = b.op("Reshape", [attn, b.shape_const(-1, cfg.q_dim)])
         o = b.linear(attn, blocks(f"{p}attn_output.weight"), f"{p}o")
         h, _, _, residual = b.op("SkipSimplifiedLayerNormalization",
                                  [o, residual, b.const(f"{p}ffn_norm", _dequantize(gf, f"{p}ffn_norm.weight"))],
@@ -190,7 +207,7 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         progress((i + 1) / (cfg.n_layers + 1), f"building the ONNX graph: layer {i + 1}/{cfg.n_layers}")
 
     starts, ends, axes = (b.const(n, np.array([v], np.int64)) for n, v in
-                          (("last_start", -1), ("last_end", np.iinfo(np.int64).max), ("seq_axis", 1)))
+                          (("last_start", -1), ("last_end", np.iinfo(np.int64).max), ("seq_axis", 0)))
     (h,) = b.op("Slice", [h, starts, ends, axes])
     if cfg.tied_embeddings and embd_t.tensor_type.name == "Q8_0":
         head = blocks("token_embd.weight")
@@ -209,7 +226,7 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
         helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, cfg.vocab_size])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, cfg.vocab_size])]
     for i in range(cfg.n_layers):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, kv_shape))

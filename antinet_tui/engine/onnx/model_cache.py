@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from antinet_tui.engine.weight_cache import default_cache_dir
 
-FORMAT_VERSION = 1  # bump when the graph's layout changes
+FORMAT_VERSION = 2  # bump when the graph's layout changes
 MODEL_FILE = "model.onnx"
 
 

@@ -54,7 +54,7 @@ class OnnxForward:
         self._kv = [small_page_buffer(nbytes).view(np.float32).reshape(shape)
                     for _ in range(2 * cfg.n_layers)]
         self._kv_values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._kv]
-        self._logits = np.zeros((1, 1, cfg.vocab_size), dtype=np.float32)
+        self._logits = np.zeros((1, cfg.vocab_size), dtype=np.float32)
         self._logits_value = ort.OrtValue.ortvalue_from_numpy(self._logits)
         # decode-step inputs, rewritten in place before each run
         self._token = np.zeros((1, 1), dtype=np.int64)
@@ -105,7 +105,7 @@ class OnnxForward:
         binding.bind_cpu_input("total_sequence_length", np.array(n, dtype=np.int32))
         self._session.run_with_iobinding(binding)
         self.length = n
-        return self._logits[0, 0]
+        return self._logits[0]
 
     def step(self, token: int) -> np.ndarray:
         pos = self.length
@@ -115,7 +115,7 @@ class OnnxForward:
         self._total[()] = pos + 1
         self._session.run_with_iobinding(self._step_binding)
         self.length = pos + 1
-        return self._logits[0, 0]
+        return self._logits[0]
 
     def _check_room(self, pos: int, n: int) -> None:
         if pos + n > self.n_ctx:
