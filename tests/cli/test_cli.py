@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from tiny_models import write_tiny_model
 
 from antinet_tui import __version__
 from antinet_tui.runtime.session_log import read_session
