@@ -45,6 +45,12 @@ class Settings:
     breaker_probes: int = 1
     refresh_s: float = 1.0  # system-stats refresh interval in the dashboard
     theme: str | None = None
+    # `serve`
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None  # required to bind a non-loopback address
+    drain_timeout_s: float = 30.0  # on SIGTERM, how long requests in flight may take to finish
+    max_body_bytes: int = 1 << 20
 
 
 def config_path() -> Path:
@@ -153,7 +159,7 @@ def load_settings(cli: Mapping[str, Any] | None = None) -> Settings:
 # generation settings are checked by the engine's own request validation
 _RANGES = (("queue_size", 1, True), ("max_queue_wait_s", 0, False), ("ctx", 1, True), ("slow_call_ms", 0, False), ("breaker_window", 1, True),
            ("breaker_min_calls", 1, True), ("breaker_wait_s", 0, True), ("breaker_probes", 1, True),
-           ("refresh_s", 0.1, True))
+           ("refresh_s", 0.1, True), ("port", 0, True), ("drain_timeout_s", 0, True), ("max_body_bytes", 1, True))
 
 
 def _check_ranges(settings: Settings) -> None:
@@ -172,3 +178,7 @@ def _check_ranges(settings: Settings) -> None:
         if value is not None and (value < low if inclusive else value <= low):
             bound = f"at least {low}" if inclusive else f"more than {low}"
             raise ConfigError(f"{name} must be {bound}, got {value}")
+    if settings.port > 65535:
+        raise ConfigError(f"port must be at most 65535, got {settings.port}")
+    if settings.api_key is not None and not settings.api_key.strip():
+        raise ConfigError("api_key is empty; set a key or leave it out")

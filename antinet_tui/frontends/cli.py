@@ -31,6 +31,7 @@ from antinet_tui.frontends.common import (
     watch_session_log,
 )
 from antinet_tui.frontends.hub_cli import add_hub_parser, run_hub
+from antinet_tui.frontends.serve_cli import add_serve_parser, cmd_serve
 
 if TYPE_CHECKING:
     from antinet_tui.engine.protocol import GenerationRequest, ModelInfo, ModeReadback
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
 
     add_bench_parser(sub, [engine], EXIT_CODES_HELP)
+    add_serve_parser(sub, [engine, generation], EXIT_CODES_HELP)
     add_hub_parser(sub)
     locate = sub.add_parser("locate", help="print where config, session logs and caches live (and the cache's size)")
     locate.add_argument("--clear-cache", action="store_true",
@@ -108,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_info(args, settings)
         if args.command == "bench":
             return cmd_bench(args, settings)
+        if args.command == "serve":
+            return cmd_serve(args, settings)
         if args.command == "locate":
             return cmd_locate(args.clear_cache)
         return cmd_dashboard(settings)

@@ -1,0 +1,190 @@
+"""`antinet-tui serve`: the OpenAI-compatible HTTP API on the engine service, with the
+dashboard on the same service (unless --headless or stdout is not a terminal)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from antinet_tui.config import APP_NAME, Settings, config_path
+from antinet_tui.exit_codes import Exit
+from antinet_tui.frontends.common import fail
+
+if TYPE_CHECKING:
+    from antinet_tui.frontends.server.app import Served
+
+
+def add_serve_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -> None:
+    p = sub.add_parser(
+        "serve", parents=parents, epilog=epilog, help="serve the model over HTTP (OpenAI-compatible API, /metrics)",
+        description="Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, "
+                    "/v1/models), with /health, /ready and Prometheus /metrics. The dashboard watches the served "
+                    "traffic unless --headless is given or stdout is not a terminal. The generation options set the "
+                    "defaults for requests that leave a field out. SIGTERM or Ctrl-C drains: new requests get 503, "
+                    "requests in flight finish (up to --drain-timeout), then the process exits 0.")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1); a non-loopback address needs an API key")
+    p.add_argument("--port", type=int, help="TCP port (default 8080; 0 picks a free one)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health "
+                                     "(prefer $ANTINET_API_KEY: a flag shows in the process list)")
+    p.add_argument("--headless", action="store_true", help="no dashboard: one line per request on stdout "
+                                                           "(what a systemd unit runs)")
+    p.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,
+                   help="seconds requests in flight may take to finish on shutdown (default 30)")
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from antinet_tui.frontends.server.runner import bind, is_loopback
+
+    if settings.api_key is None and not is_loopback(settings.host):
+        return fail(
+            f"refusing to serve on {settings.host} without an API key: anyone who can reach it could use the "
+            f"model. Set a key with --api-key KEY, the environment variable ANTINET_API_KEY=KEY, or "
+            f"api_key = \"KEY\" in {config_path()}; or bind 127.0.0.1", Exit.USAGE)
+    headless = getattr(args, "headless", False) or not (sys.stdout.isatty() or os.environ.get("ANTINET_FORCE_TUI"))
+
+    from antinet_tui.frontends.wiring import build_service  # imports numpy: not for --help
+
+    service = build_service(settings)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        service.shutdown()
+        return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", Exit.USAGE)
+    try:
+        if headless:
+            return _serve_headless(service, settings, sock)
+        return _serve_with_dashboard(service, settings, sock)
+    finally:
+        service.shutdown()
+        sock.close()
+
+
+def _url(sock, host: str) -> str:
+    port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _build(service, settings: Settings, on_served):
+    from antinet_tui.frontends.server._client_shim import ShimClient
+    from antinet_tui.frontends.server.app import ServerOptions, ServerState, create_app
+    from antinet_tui.frontends.server.runner import make_server
+
+    client = ShimClient(service)
+    state = ServerState()
+    options = ServerOptions(settings, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
+                            on_served=on_served)
+    app = create_app(client, options, state)
+    return client, make_server(app, state, settings.drain_timeout_s)
+
+
+def _serve_headless(service, settings: Settings, sock) -> int:
+    import asyncio
+
+    from antinet_tui.runtime.events import Loaded, LoadFailed
+
+    lines = LinePrinter(sys.stdout)
+    load_failed: list[str] = []
+    _, server = _build(service, settings, lines.served)
+    url = _url(sock, settings.host)
+
+    def on_load(event) -> None:
+        if isinstance(event, Loaded):
+            info = event.model_info
+            lines.put(f"ready: {info.name} on {info.backend}, serving {url}/v1")
+        elif isinstance(event, LoadFailed):
+            load_failed.append(event.error)
+            lines.put(f"the model could not be loaded: {event.error}")
+            server.begin_drain()
+
+    service.subscribe(on_load)
+    lines.put(f"{APP_NAME} listening on {url} (the model loads; requests get 503 until it is ready)")
+    service.start()
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    except KeyboardInterrupt:  # a Ctrl-C landing outside uvicorn's handler (start-up)
+        pass
+    lines.put(f"stopped ({_plural(server.in_flight, 'request')} cancelled)" if server.in_flight else "stopped")
+    lines.close()
+    if load_failed:
+        return fail(load_failed[0], Exit.MODEL)
+    return int(Exit.OK)
+
+
+def _serve_with_dashboard(service, settings: Settings, sock) -> int:
+    from antinet_tui.frontends.app.app import DashboardApp
+    from antinet_tui.frontends.server.runner import ServerThread
+
+    client, server = _build(service, settings, None)
+    thread = ServerThread(server, sock)
+    service.start()
+    thread.start()
+    app = DashboardApp(service, settings, owns_service=False)
+    try:
+        app.run()
+    finally:
+        if server.in_flight:
+            print(f"{APP_NAME}: draining {_plural(server.in_flight, 'request')} "
+                  f"(up to {settings.drain_timeout_s:g} s)", file=sys.stderr)
+        thread.drain_and_stop(settings.drain_timeout_s + 5)
+    return app.return_code or 0
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+class LinePrinter:
+    """One line per served request, written by its own thread: the event loop never
+    waits on a slow stdout (a pipe to journald)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="antinet-lines", daemon=True)
+        self._thread.start()
+
+    def put(self, line: str) -> None:
+        self._queue.put(line)
+
+    def served(self, served: Served) -> None:
+        self.put(format_served(served))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(2.0)
+
+    def _write(self) -> None:
+        while (line := self._queue.get()) is not None:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                return
+
+
+def format_served(served: Served) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(served.wall))
+    rid = f"#{served.request_id}" if served.request_id is not None else "-"
+    parts = [when, rid, served.origin, served.route, str(served.status), served.outcome]
+    m = served.metrics
+    if m is not None:
+        parts.append(f"tokens {m.prompt_tokens or 0}+{m.generated_tokens}")
+        if m.ttft_ms is not None:
+            parts.append(f"ttft {m.ttft_ms:.0f}ms")
+        if m.decode_tok_s is not None:
+            parts.append(f"decode {m.decode_tok_s:.1f}tok/s")
+        parts.append(f"e2e {m.e2e_ms:.0f}ms")
+        parts.append(f"queue {m.queue_wait_ms:.0f}ms")
+        if m.mode:
+            parts.append(f"mode {m.mode}")
+        if m.stop_reason:
+            parts.append(f"stop {m.stop_reason}")
+    if served.error:
+        parts[-1] += f": {served.error}"
+    return " ".join(parts)

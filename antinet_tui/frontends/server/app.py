@@ -1,0 +1,413 @@
+"""The HTTP API as a Starlette app over an EngineClient.
+
+Each generation request goes through its own request handle: the handler submits, then
+reads that request's events with `async for` (no thread per request); the handle is
+closed when the response ends, so a client that goes away mid-answer cancels its
+generation (Starlette's streaming response watches for the disconnect and cancels the
+stream; a non-streamed reply watches for it itself).
+
+Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health
+(liveness: the process answers), GET /ready (503 while loading, draining or with the
+breaker refusing), GET /metrics (Prometheus). Everything but /health needs the API key
+when one is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from antinet_tui.config import Settings
+from antinet_tui.frontends.server import openai_format
+from antinet_tui.frontends.server.errors import (
+    AUTHENTICATION,
+    RATE_LIMIT,
+    SERVER_ERROR,
+    UNAVAILABLE,
+    APIError,
+    bad_request,
+)
+from antinet_tui.frontends.server.prometheus import CONTENT_TYPE, ServerMetrics
+from antinet_tui.frontends.server.schemas import ParsedRequest, decode_json, parse_chat, parse_completion
+from antinet_tui.runtime.breaker import BreakerState
+from antinet_tui.runtime.events import Cancelled, Failed, Finished, Token
+
+logger = logging.getLogger(__name__)
+
+OPEN_ROUTES = {"/health"}
+LOADING_RETRY_S = 5.0  # Retry-After while the model loads (a few seconds on this machine)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One generation request as the server answered it (the headless line, the Requests pane)."""
+
+    request_id: int | None
+    origin: str
+    route: str
+    status: int
+    outcome: str  # finished / cancelled / failed / rejected / disconnected / error
+    prompt: str = ""
+    metrics: object | None = None
+    error: str | None = None
+    wall: float = field(default_factory=time.time)
+
+
+@dataclass
+class ServerOptions:
+    settings: Settings  # the request defaults (max tokens, temperature, ...) and limits
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20
+    on_served: Callable[[Served], None] | None = None
+
+
+class ServerState:
+    """What the HTTP side knows that the runtime does not: draining, requests in flight."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight: set[object] = set()  # handles of generation requests being answered
+        self.connections: Callable[[], int] = lambda: 0  # open HTTP connections (the runner sets it)
+
+
+def create_app(client, options: ServerOptions, state: ServerState | None = None) -> Starlette:
+    state = state or ServerState()
+    metrics = ServerMetrics(client, connected_clients=lambda: state.connections(), draining=lambda: state.draining)
+    handlers = _Handlers(client, options, state, metrics)
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", handlers.chat, methods=["POST"]),
+        Route("/v1/completions", handlers.completions, methods=["POST"]),
+        Route("/v1/models", handlers.models, methods=["GET"]),
+        Route("/health", handlers.health, methods=["GET"]),
+        Route("/ready", handlers.ready, methods=["GET"]),
+        Route("/metrics", handlers.metrics, methods=["GET"]),
+    ], exception_handlers={APIError: _api_error, 404: _not_found, 405: _method_not_allowed, Exception: _internal})
+    app.state.server = state
+    app.state.metrics = metrics
+    app.state.client = client
+    unsubscribe = client.subscribe(metrics.on_event)
+    app.state.unsubscribe = unsubscribe
+    return _Gate(app, options, state, metrics)  # type: ignore[return-value]
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return APIError(404, f"no route {request.url.path}; see /v1/chat/completions, /v1/completions, /v1/models, "
+                    "/health, /ready, /metrics", code="not_found").response()
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed").response()
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return APIError(500, "internal error; the server's log has the details", type=SERVER_ERROR,
+                    code="internal_error").response()
+
+
+class _Gate:
+    """ASGI middleware in front of every route: refuses while draining, checks the API
+    key, and counts responses by route and status. Pure ASGI (not BaseHTTPMiddleware),
+    so streamed bodies and disconnects pass through untouched."""
+
+    def __init__(self, app: Starlette, options: ServerOptions, state: ServerState, metrics: ServerMetrics):
+        self.app = app
+        self.options = options
+        self.server_state = state
+        self.metrics = metrics
+        self._key = options.api_key.encode("utf-8") if options.api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in _KNOWN_ROUTES else "other"
+        status_seen: list[int] = []
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_seen.append(message["status"])
+            await send(message)
+
+        refusal = self._refusal(scope)
+        try:
+            if refusal is not None:
+                await refusal.response()(scope, receive, counted_send)
+            else:
+                await self.app(scope, receive, counted_send)
+        finally:
+            if status_seen:
+                self.metrics.http_responses.labels(route, str(status_seen[0])).inc()
+
+    def _refusal(self, scope: Scope) -> APIError | None:
+        path = scope["path"]
+        if path in OPEN_ROUTES:
+            return None
+        if self._key is not None:
+            given = _bearer(scope)
+            if given is None or not hmac.compare_digest(given, self._key):
+                what = "no API key was sent" if given is None else "the API key is not valid"
+                return APIError(401, f"{what}: send the header 'Authorization: Bearer KEY'",
+                                type=AUTHENTICATION, code="invalid_api_key")
+        if self.server_state.draining and path != "/metrics":
+            return APIError(503, "the server is shutting down and takes no new requests", type=UNAVAILABLE,
+                            code="draining", retry_after_s=LOADING_RETRY_S)
+        return None
+
+
+_KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics"}
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return token.strip()
+            return b""  # present but not a bearer token: wrong, not missing
+    return None
+
+
+class _Handlers:
+    def __init__(self, client, options: ServerOptions, state: ServerState, metrics: ServerMetrics):
+        self.client = client
+        self.options = options
+        self.state = state
+        self.metrics_store = metrics
+
+    # -- generation ---------------------------------------------------------------------
+
+    async def chat(self, request: Request) -> Response:
+        return await self._generate(request, parse_chat)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, parse_completion)
+
+    async def _generate(self, request: Request, parse: Callable[..., ParsedRequest]) -> Response:
+        origin = _origin(request)
+        route = request.url.path
+        try:
+            parsed = parse(decode_json(await self._body(request)), self.options.settings)
+            model = self._check_ready_and_model(parsed.model)
+            handle = self.client.submit(parsed.generation, origin=origin)
+            if not handle.accepted:
+                raise self._refused(handle.rejection)
+        except APIError as exc:
+            self._served(Served(None, origin, route, exc.status, "rejected" if exc.status in (429, 503) else "error",
+                                error=exc.message))
+            raise
+        except ClientDisconnect:
+            return Response(status_code=499)
+        self.state.in_flight.add(handle)
+        cid = openai_format.completion_id(parsed.kind, handle.request_id)
+        if parsed.stream:
+            return StreamingResponse(
+                self._stream(handle, parsed, cid, model, origin, route), media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            return await self._reply(request, handle, parsed, cid, model, origin, route)
+        finally:
+            self._done(handle)
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.options.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(int(declared), limit)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _too_large(len(body), limit)
+        return bytes(body)
+
+    def _check_ready_and_model(self, requested: str | None) -> str:
+        state = _value(self.client.state)
+        if state == "loading" or state == "not_started":
+            raise APIError(503, "the model is still loading; try again shortly", type=UNAVAILABLE,
+                           code="model_loading", retry_after_s=LOADING_RETRY_S)
+        if state != "ready":
+            raise APIError(503, f"the engine is not available ({state.replace('_', ' ')})", type=UNAVAILABLE,
+                           code="not_ready")
+        served = self.model_id()
+        if requested is not None and requested not in (served, "default"):
+            raise APIError(404, f"the model {requested!r} is not served here; this server serves {served!r}",
+                           param="model", code="model_not_found")
+        return served
+
+    def model_id(self) -> str:
+        info = self.client.model_info()
+        return info.name if info is not None else "not loaded"
+
+    def _refused(self, rejection) -> APIError:
+        cause, reason = rejection.cause, rejection.reason
+        retry = rejection.retry_after_s
+        if cause == "bad_input":
+            return bad_request(reason, code="invalid_input")
+        if cause in ("queue_full", "queue_timeout"):
+            return APIError(429, reason, type=RATE_LIMIT, code=cause, retry_after_s=retry if retry else 1.0)
+        if cause == "breaker_open":
+            if retry is None:
+                retry = self._breaker_retry()
+            return APIError(503, reason, type=UNAVAILABLE, code=cause, retry_after_s=retry)
+        return APIError(503, reason, type=UNAVAILABLE, code=cause, retry_after_s=retry if retry else LOADING_RETRY_S)
+
+    def _breaker_retry(self) -> float:
+        view = self.client.breaker_view()
+        if view.seconds_until_probe is not None:
+            return view.seconds_until_probe
+        return view.config.open_wait_s  # ISOLATED: no probe is due; the usual cool-down is a fair guess
+
+    async def _reply(self, request: Request, handle, parsed: ParsedRequest, cid: str, model: str, origin: str,
+                     route: str) -> Response:
+        end = await _first_of(_terminal(handle), _disconnected(request))
+        if end is None:  # the client went away: the generation stops (the handle closes in _generate)
+            self._served(Served(handle.request_id, origin, route, 499, "disconnected", parsed.generation.prompt))
+            return Response(status_code=499)
+        if isinstance(end, Finished):
+            body = openai_format.full_reply(parsed.kind, cid, model, end.text, end.metrics, handle.request_id)
+            self._served(Served(handle.request_id, origin, route, 200, "finished", parsed.generation.prompt,
+                                end.metrics))
+            return JSONResponse(body)
+        error = _ended_early(end)
+        self._served(Served(handle.request_id, origin, route, error.status, end.kind, parsed.generation.prompt,
+                            end.metrics, error.message))
+        return error.response()
+
+    async def _stream(self, handle, parsed: ParsedRequest, cid: str, model: str, origin: str,
+                      route: str) -> AsyncIterator[bytes]:
+        writer = openai_format.ChunkWriter(parsed.kind, cid, model)
+        outcome, metrics, error = "disconnected", None, None
+        try:
+            if first := writer.first():
+                yield first
+            async for event in handle:
+                if isinstance(event, Token):
+                    if event.text:
+                        yield writer.text(event.text)
+                elif isinstance(event, Finished):
+                    outcome, metrics = "finished", event.metrics
+                    yield writer.last(event.metrics, handle.request_id, parsed.include_usage)
+                elif isinstance(event, (Cancelled, Failed)):
+                    failure = _ended_early(event)
+                    outcome, metrics, error = event.kind, event.metrics, failure.message
+                    yield openai_format.sse(failure.body()) + openai_format.DONE
+        finally:
+            self._done(handle)
+            self._served(Served(handle.request_id, origin, route, 200 if outcome != "disconnected" else 499,
+                                outcome, parsed.generation.prompt, metrics, error))
+
+    def _done(self, handle) -> None:
+        handle.close()  # cancels the generation if it is still going (the client left)
+        self.state.in_flight.discard(handle)
+
+    def _served(self, served: Served) -> None:
+        if self.options.on_served is not None:
+            try:
+                self.options.on_served(served)
+            except Exception:
+                logger.exception("on_served failed")
+
+    # -- the rest -----------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        info = self.client.model_info()
+        data = []
+        if info is not None:
+            data.append({"id": info.name, "object": "model", "created": 0, "owned_by": "antinet-tui",
+                         "backend": info.backend, "context_length": info.context_length})
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        """200 when a request sent now would be served; 503 with the reason otherwise."""
+        state = _value(self.client.state)
+        breaker = self.client.breaker_view()
+        body = {"status": "ready", "engine": state, "breaker": _value(breaker.state),
+                "queue": self.client.queue_length(), "running": self.client.running_count()}
+        headers = {}
+        if self.state.draining:
+            body["status"] = "draining"
+        elif state in ("loading", "not_started"):
+            body["status"] = "loading"
+            headers["Retry-After"] = str(int(LOADING_RETRY_S))
+        elif state != "ready":
+            body["status"] = "unavailable"
+        elif breaker.state in (BreakerState.OPEN, BreakerState.ISOLATED):
+            body["status"] = "breaker_open"
+            body["reason"] = breaker.reason
+            from antinet_tui.frontends.server.errors import retry_after_header
+
+            headers["Retry-After"] = retry_after_header(self._breaker_retry())
+        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503, headers=headers)
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.metrics_store.render(), media_type=CONTENT_TYPE)
+
+
+def _origin(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "unknown"
+
+
+def _value(state: object) -> str:
+    return str(getattr(state, "value", state))
+
+
+def _too_large(size: int, limit: int) -> APIError:
+    return APIError(413, f"the request body is {size} bytes; the limit is {limit}", code="request_too_large")
+
+
+def _ended_early(event: Cancelled | Failed) -> APIError:
+    if isinstance(event, Failed):
+        return APIError(500, f"the generation failed: {event.error}", type=SERVER_ERROR, code="generation_failed")
+    return APIError(503, f"the request was cancelled by the server after {len(event.token_ids)} tokens "
+                    "(shutdown, or the operator stopped it)", type=UNAVAILABLE, code="cancelled")
+
+
+async def _terminal(handle) -> Finished | Cancelled | Failed:
+    end = None
+    async for event in handle:
+        end = event
+    return end  # type: ignore[return-value]
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _first_of(result, disconnect):
+    """The handle's end, or None when the client disconnected first."""
+    result_task = asyncio.ensure_future(result)
+    disconnect_task = asyncio.ensure_future(disconnect)
+    try:
+        done, _ = await asyncio.wait({result_task, disconnect_task}, return_when=asyncio.FIRST_COMPLETED)
+        if result_task in done:
+            return result_task.result()
+        return None
+    finally:
+        for task in (result_task, disconnect_task):
+            if not task.done():
+                task.cancel()
