@@ -70,27 +70,15 @@ def _url(sock, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
-def _build(service, settings: Settings, on_served):
-    from antinet_tui.frontends.server._client_shim import ShimClient
-    from antinet_tui.frontends.server.app import ServerOptions, ServerState, create_app
-    from antinet_tui.frontends.server.runner import make_server
-
-    client = ShimClient(service)
-    state = ServerState()
-    options = ServerOptions(settings, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
-                            on_served=on_served)
-    app = create_app(client, options, state)
-    return client, make_server(app, state, settings.drain_timeout_s)
-
-
 def _serve_headless(service, settings: Settings, sock) -> int:
     import asyncio
 
+    from antinet_tui.frontends.server.runner import build_server
     from antinet_tui.runtime.events import Loaded, LoadFailed
 
     lines = LinePrinter(sys.stdout)
     load_failed: list[str] = []
-    _, server = _build(service, settings, lines.served)
+    server = build_server(service, settings, lines.served)
     url = _url(sock, settings.host)
 
     def on_load(event) -> None:
@@ -118,9 +106,9 @@ def _serve_headless(service, settings: Settings, sock) -> int:
 
 def _serve_with_dashboard(service, settings: Settings, sock) -> int:
     from antinet_tui.frontends.app.app import DashboardApp
-    from antinet_tui.frontends.server.runner import ServerThread
+    from antinet_tui.frontends.server.runner import ServerThread, build_server
 
-    client, server = _build(service, settings, None)
+    server = build_server(service, settings)
     thread = ServerThread(server, sock)
     service.start()
     thread.start()
