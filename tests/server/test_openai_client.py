@@ -79,3 +79,16 @@ def test_completions_take_the_raw_prompt(client):
     streamed = client.completions.create(model=model_id(client), prompt="The capital of France is", max_tokens=4,
                                          temperature=0, stream=True)
     assert "".join(c.choices[0].text for c in streamed if c.choices) == reply.choices[0].text
+
+
+def test_stop_strings_end_the_answer_without_the_match(client):
+    kwargs = dict(model=model_id(client), temperature=0, stop=["Paris", "never seen"],
+                  messages=[{"role": "user", "content": FRANCE}])
+    reply = client.chat.completions.create(**kwargs)
+    assert reply.choices[0].message.content == "The capital of France is "
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.model_extra["timings"]["stop_reason"] == "stop_string"
+    streamed = client.chat.completions.create(stream=True, **kwargs)
+    chunks = list(streamed)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital of France is "
+    assert chunks[-1].choices[0].finish_reason == "stop"

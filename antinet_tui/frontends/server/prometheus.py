@@ -35,6 +35,7 @@ TPOT_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.
 QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 OUTCOMES = ("finished", "cancelled", "failed", "rejected")
+REJECT_CAUSES = ("queue_full", "queue_timeout", "breaker_open", "bad_input", "not_ready", "reserved")
 
 
 class ServerMetrics:
@@ -66,6 +67,8 @@ class ServerMetrics:
                                       ["route", "status"], registry=r)
         for outcome in OUTCOMES:  # present from the start: rate() needs a first sample
             self.requests.labels(outcome)
+        for cause in REJECT_CAUSES:
+            self.rejections.labels(cause)
         r.register(_SnapshotCollector(client, connected_clients, draining))
         ProcessCollector(registry=r)
 
