@@ -42,6 +42,10 @@ class ShimHandle:
         for loop, flag in waiters:
             loop.call_soon_threadsafe(flag.set)
 
+    @property
+    def done(self) -> bool:
+        return self._done
+
     def __aiter__(self):
         return self._aiter()
 

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -28,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from antinet_tui.config import Settings
+from antinet_tui.engine.errors import EngineError
 from antinet_tui.frontends.server import openai_format
 from antinet_tui.frontends.server.errors import (
     AUTHENTICATION,
@@ -40,7 +42,7 @@ from antinet_tui.frontends.server.errors import (
 from antinet_tui.frontends.server.prometheus import CONTENT_TYPE, ServerMetrics
 from antinet_tui.frontends.server.schemas import ParsedRequest, decode_json, parse_chat, parse_completion
 from antinet_tui.runtime.breaker import BreakerState
-from antinet_tui.runtime.events import Cancelled, Failed, Finished, Token
+from antinet_tui.runtime.events import TERMINAL_EVENTS, Cancelled, Event, Failed, Finished, Rejected, Started, Token
 
 logger = logging.getLogger(__name__)
 
@@ -200,30 +202,41 @@ class _Handlers:
         return await self._generate(request, parse_completion)
 
     async def _generate(self, request: Request, parse: Callable[..., ParsedRequest]) -> Response:
-        origin = _origin(request)
-        route = request.url.path
+        origin, route = _origin(request), request.url.path
         try:
             parsed = parse(decode_json(await self._body(request)), self.options.settings)
             model = self._check_ready_and_model(parsed.model)
-            handle = self.client.submit(parsed.generation, origin=origin)
-            if not handle.accepted:
-                raise self._refused(handle.rejection)
         except APIError as exc:
-            self._served(Served(None, origin, route, exc.status, "rejected" if exc.status in (429, 503) else "error",
-                                error=exc.message))
+            self._served(Served(None, origin, route, exc.status, _refusal_outcome(exc.status), error=exc.message))
             raise
         except ClientDisconnect:
             return Response(status_code=499)
+        handle = self.client.submit(parsed.generation, origin=origin)
+        if not handle.accepted:
+            error = self._refused(handle.rejection)
+            self._served(Served(handle.request_id, origin, route, error.status, _refusal_outcome(error.status),
+                                parsed.generation.prompt, error=error.message))
+            return error.response()
+        exchange = _Exchange(handle, parsed, openai_format.completion_id(parsed.kind, handle.request_id), model,
+                             origin, route)
         self.state.in_flight.add(handle)
-        cid = openai_format.completion_id(parsed.kind, handle.request_id)
-        if parsed.stream:
-            return StreamingResponse(
-                self._stream(handle, parsed, cid, model, origin, route), media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        streaming = False
         try:
-            return await self._reply(request, handle, parsed, cid, model, origin, route)
+            if parsed.stream:
+                # Headers wait until the engine starts the request: a request that waits too
+                # long in the queue can still be answered 429, which a begun stream cannot.
+                first = await _first_of(_until_started(exchange.events), _disconnected(request))
+                if isinstance(first, Started):
+                    streaming = True
+                    return StreamingResponse(self._stream(exchange), media_type="text/event-stream",
+                                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                end = first
+            else:
+                end = await _first_of(_terminal(exchange.events), _disconnected(request))
+            return self._whole_reply(exchange, end)
         finally:
-            self._done(handle)
+            if not streaming:
+                self._done(handle)
 
     async def _body(self, request: Request) -> bytes:
         limit = self.options.max_body_bytes
@@ -274,44 +287,56 @@ class _Handlers:
             return view.seconds_until_probe
         return view.config.open_wait_s  # ISOLATED: no probe is due; the usual cool-down is a fair guess
 
-    async def _reply(self, request: Request, handle, parsed: ParsedRequest, cid: str, model: str, origin: str,
-                     route: str) -> Response:
-        end = await _first_of(_terminal(handle), _disconnected(request))
-        if end is None:  # the client went away: the generation stops (the handle closes in _generate)
-            self._served(Served(handle.request_id, origin, route, 499, "disconnected", parsed.generation.prompt))
+    def _whole_reply(self, exchange: _Exchange, end: object) -> Response:
+        """The non-streamed answer, or the error that ended the request before a stream began."""
+        prompt, rid = exchange.parsed.generation.prompt, exchange.handle.request_id
+        if end is None:  # the client went away: the generation stops (its handle closes)
+            self._served(Served(rid, exchange.origin, exchange.route, 499, "disconnected", prompt))
             return Response(status_code=499)
         if isinstance(end, Finished):
-            body = openai_format.full_reply(parsed.kind, cid, model, end.text, end.metrics, handle.request_id)
-            self._served(Served(handle.request_id, origin, route, 200, "finished", parsed.generation.prompt,
-                                end.metrics))
+            body = openai_format.full_reply(exchange.parsed.kind, exchange.cid, exchange.model, end.text,
+                                            end.metrics, rid)
+            self._served(Served(rid, exchange.origin, exchange.route, 200, "finished", prompt, end.metrics))
             return JSONResponse(body)
-        error = _ended_early(end)
-        self._served(Served(handle.request_id, origin, route, error.status, end.kind, parsed.generation.prompt,
-                            end.metrics, error.message))
+        if isinstance(end, Rejected):
+            error = self._refused(end)
+        elif isinstance(end, _Gone):
+            error = _engine_gone(end.error)
+        else:
+            error = _ended_early(end)
+        metrics = getattr(end, "metrics", None)
+        self._served(Served(rid, exchange.origin, exchange.route, error.status, _outcome_of(end), prompt, metrics,
+                            error.message))
         return error.response()
 
-    async def _stream(self, handle, parsed: ParsedRequest, cid: str, model: str, origin: str,
-                      route: str) -> AsyncIterator[bytes]:
-        writer = openai_format.ChunkWriter(parsed.kind, cid, model)
+    async def _stream(self, exchange: _Exchange) -> AsyncIterator[bytes]:
+        writer = openai_format.ChunkWriter(exchange.parsed.kind, exchange.cid, exchange.model)
+        rid = exchange.handle.request_id
         outcome, metrics, error = "disconnected", None, None
         try:
             if first := writer.first():
                 yield first
-            async for event in handle:
-                if isinstance(event, Token):
-                    if event.text:
-                        yield writer.text(event.text)
-                elif isinstance(event, Finished):
-                    outcome, metrics = "finished", event.metrics
-                    yield writer.last(event.metrics, handle.request_id, parsed.include_usage)
-                elif isinstance(event, (Cancelled, Failed)):
-                    failure = _ended_early(event)
-                    outcome, metrics, error = event.kind, event.metrics, failure.message
-                    yield openai_format.sse(failure.body()) + openai_format.DONE
+            try:
+                async for event in exchange.events:
+                    if isinstance(event, Token):
+                        if event.text:
+                            yield writer.text(event.text)
+                    elif isinstance(event, Finished):
+                        outcome, metrics = "finished", event.metrics
+                        yield writer.last(event.metrics, rid, exchange.parsed.include_usage)
+                    elif isinstance(event, TERMINAL_EVENTS):
+                        failure = _ended_early(event)
+                        outcome, metrics, error = _outcome_of(event), getattr(event, "metrics", None), failure.message
+                        yield openai_format.sse(failure.body()) + openai_format.DONE
+            except EngineError as exc:  # the service stopped under the request
+                failure = _engine_gone(exc)
+                outcome, error = "failed", failure.message
+                yield openai_format.sse(failure.body()) + openai_format.DONE
         finally:
-            self._done(handle)
-            self._served(Served(handle.request_id, origin, route, 200 if outcome != "disconnected" else 499,
-                                outcome, parsed.generation.prompt, metrics, error))
+            self._done(exchange.handle)
+            status = 499 if outcome == "disconnected" else 200
+            self._served(Served(rid, exchange.origin, exchange.route, status, outcome,
+                                exchange.parsed.generation.prompt, metrics, error))
 
     def _done(self, handle) -> None:
         handle.close()  # cancels the generation if it is still going (the client left)
@@ -383,11 +408,62 @@ def _ended_early(event: Cancelled | Failed) -> APIError:
                     "(shutdown, or the operator stopped it)", type=UNAVAILABLE, code="cancelled")
 
 
-async def _terminal(handle) -> Finished | Cancelled | Failed:
-    end = None
-    async for event in handle:
-        end = event
-    return end  # type: ignore[return-value]
+def _engine_gone(why: object) -> APIError:
+    return APIError(503, f"the engine stopped before the request ended: {why}", type=UNAVAILABLE, code="not_ready")
+
+
+def _refusal_outcome(status: int) -> str:
+    return "rejected" if status in (429, 503) else "error"
+
+
+def _outcome_of(end: object) -> str:
+    return getattr(end, "kind", "failed")
+
+
+@dataclass
+class _Exchange:
+    """One generation request being answered."""
+
+    handle: Any
+    parsed: ParsedRequest
+    cid: str
+    model: str
+    origin: str
+    route: str
+    events: AsyncIterator[Event] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = aiter(self.handle)  # one reader, continued from the wait for Started to the stream
+
+
+async def _until_started(events: AsyncIterator[Event]) -> Event:
+    """The request's Started event, or its terminal event if it ended first (refused after
+    waiting too long, cancelled or failed in the queue)."""
+    try:
+        while True:
+            event = await anext(events)
+            if isinstance(event, (Started, *TERMINAL_EVENTS)):
+                return event
+    except EngineError as exc:
+        return _Gone(str(exc))
+
+
+async def _terminal(events: AsyncIterator[Event]) -> Event:
+    end: Event | None = None
+    try:
+        async for event in events:
+            end = event
+    except EngineError as exc:
+        return _Gone(str(exc))
+    assert end is not None
+    return end
+
+
+@dataclass(frozen=True)
+class _Gone(Event):
+    """Not a runtime event: the service stopped before the request ended."""
+
+    error: str
 
 
 async def _disconnected(request: Request) -> None:

@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from antinet_tui.runtime.breaker import BreakerState
-from antinet_tui.runtime.events import BreakerTransition, Cancelled, Event, Failed, Finished, Rejected
+from antinet_tui.runtime.events import Accepted, BreakerTransition, Cancelled, Event, Failed, Finished, Rejected
 
 PREFIX = "antinet"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -69,27 +69,37 @@ class ServerMetrics:
             self.requests.labels(outcome)
         for cause in REJECT_CAUSES:
             self.rejections.labels(cause)
+        self._measurements: set[int | None] = set()  # request ids of accepted measurement runs
         r.register(_SnapshotCollector(client, connected_clients, draining))
         ProcessCollector(registry=r)
 
     def on_event(self, event: Event) -> None:
-        """The runtime subscriber (dispatcher thread): quick, never blocks."""
-        if isinstance(event, Finished):
+        """The runtime subscriber (dispatcher thread): quick, never blocks. An experiment's
+        measurement runs count as requests and tokens but stay out of the histograms."""
+        if isinstance(event, Accepted):
+            if getattr(event, "measurement", False):
+                self._measurements.add(event.request_id)
+        elif isinstance(event, Finished):
             m = event.metrics
             self.requests.labels("finished").inc()
+            self._count_tokens(event)
+            if event.request_id in self._measurements:
+                self._measurements.discard(event.request_id)
+                return
             self.e2e.observe(m.e2e_ms / 1e3)
             self.queue_wait.observe(m.queue_wait_ms / 1e3)
             if m.ttft_ms is not None:
                 self.ttft.observe(m.ttft_ms / 1e3)
             if m.decode_tok_s:
                 self.tpot.observe(1 / m.decode_tok_s)
-            self._count_tokens(event)
         elif isinstance(event, (Cancelled, Failed)):
             self.requests.labels(event.kind).inc()
             self._count_tokens(event)
+            self._measurements.discard(event.request_id)
         elif isinstance(event, Rejected):
             self.requests.labels("rejected").inc()
             self.rejections.labels(event.cause).inc()
+            self._measurements.discard(event.request_id)
         elif isinstance(event, BreakerTransition):
             self.breaker_transitions.labels(_value(event.to_state)).inc()
 

@@ -57,7 +57,7 @@ class DrainingServer(uvicorn.Server):
         """uvicorn calls this every 0.1 s; True ends the main loop."""
         if self.state.draining and self._drain_deadline is not None:
             now = time.monotonic()
-            if not self.state.in_flight:
+            if all(handle.done for handle in self.state.in_flight):
                 return True
             if now >= self._drain_deadline and self._cancelled_at is None:
                 logger.warning("drain timeout: cancelling %d request(s)", len(self.state.in_flight))
