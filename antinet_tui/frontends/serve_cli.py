@@ -105,14 +105,21 @@ def _serve_headless(service, settings: Settings, sock) -> int:
 
 
 def _serve_with_dashboard(service, settings: Settings, sock) -> int:
-    from antinet_tui.frontends.app.app import DashboardApp
+    """The dashboard owns the main thread (and SIGTERM/SIGHUP: they quit it as ctrl+q does);
+    the server runs beside it and drains once the dashboard has quit."""
+    import signal
+
+    from antinet_tui.frontends.app.app import DashboardApp, ServingView
     from antinet_tui.frontends.server.runner import ServerThread, build_server
 
     server = build_server(service, settings)
     thread = ServerThread(server, sock)
     service.start()
     thread.start()
-    app = DashboardApp(service, settings, owns_service=False)
+    address = _url(sock, settings.host).removeprefix("http://")
+    app = DashboardApp(service, settings, owns_service=False,
+                       serving=ServingView(address, lambda: len(server.server_state.connections)))
+    app.quit_on_termination_signals()
     try:
         app.run()
     finally:
@@ -120,7 +127,9 @@ def _serve_with_dashboard(service, settings: Settings, sock) -> int:
             print(f"{APP_NAME}: draining {_plural(server.in_flight, 'request')} "
                   f"(up to {settings.drain_timeout_s:g} s)", file=sys.stderr)
         thread.drain_and_stop(settings.drain_timeout_s + 5)
-    return app.return_code or 0
+    code = app.return_code or 0
+    # a termination signal asked for the drain that just happened: that is a clean stop
+    return 0 if code in (128 + signal.SIGTERM, 128 + signal.SIGHUP) else code
 
 
 def _plural(n: int, noun: str) -> str:

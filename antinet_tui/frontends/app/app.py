@@ -19,8 +19,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -52,6 +52,7 @@ from antinet_tui.frontends.app.widgets.generation_settings import GenerationSett
 from antinet_tui.frontends.app.widgets.latency_pane import LatencyPane
 from antinet_tui.frontends.app.widgets.performance_pane import PerformancePane
 from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
+from antinet_tui.frontends.app.widgets.requests_pane import RequestsPane
 from antinet_tui.frontends.app.widgets.status_line import StatusLine
 from antinet_tui.frontends.app.widgets.system_pane import SystemPane
 from antinet_tui.platform.system_stats import SystemSample, SystemSampler
@@ -68,6 +69,7 @@ from antinet_tui.runtime.events import (
     LoadFailed,
     LoadProgress,
     ModeChanged,
+    Rejected,
     SessionLogFailed,
     Started,
     Token,
@@ -77,6 +79,15 @@ from antinet_tui.runtime.session_log import SessionLogError
 logger = logging.getLogger(__name__)
 
 BREAKER_POLL_S = 0.5  # the countdown moves, and OPEN turns HALF-OPEN on time
+CLIENTS_POLL_S = 1.0  # serve mode: connected clients come and go without an event
+
+
+@dataclass(frozen=True)
+class ServingView:
+    """What the dashboard shows of the HTTP server beside it (serve mode)."""
+
+    address: str  # where it listens, e.g. "127.0.0.1:8080"
+    connections: Callable[[], int]  # open HTTP connections now
 SHUTDOWN_TIMEOUT_S = 1.0
 
 
@@ -110,9 +121,13 @@ class DashboardApp(App[int]):
         command_sources: Sequence[CommandSource] = DEFAULT_SOURCES,
         keymap: dict[str, str] | None = None,
         owns_service: bool = True,
+        serving: ServingView | None = None,
     ):
         """`owns_service`: start the service if it is not started, and shut it down on quit.
-        A caller that shares one service between app sessions (a benchmark) passes False."""
+        A caller that shares one service between app sessions (a benchmark) passes False.
+        `serving`: the HTTP API runs on this service (`antinet-tui serve`): the status line
+        says where and how many clients are connected, and the Requests pane lists every
+        request, served or typed."""
         super().__init__()
         self.service = service
         self.settings = settings
@@ -120,6 +135,7 @@ class DashboardApp(App[int]):
         self.export_dir = export_dir or config_export_dir()
         self.command_sources = list(command_sources)
         self.owns_service = owns_service
+        self.serving = serving
         self.bridge = EngineBridge(self)
         self.pacer = DrainPacer()
         self._ticking = False  # the drain timer runs (only while an answer is generated)
@@ -141,7 +157,8 @@ class DashboardApp(App[int]):
     def get_default_screen(self) -> Screen:
         info = self.service.model_info()
         backend = info.backend if info else self.settings.backend
-        self.dashboard = DashboardScreen(backend, self.service.breaker_view().config.slow_call_ms)
+        self.dashboard = DashboardScreen(backend, self.service.breaker_view().config.slow_call_ms,
+                                         serving=self.serving is not None)
         return self.dashboard
 
     # -- lifecycle --------------------------------------------------------------------
@@ -184,6 +201,9 @@ class DashboardApp(App[int]):
         else:
             self._show_running_service()
         self.set_interval(BREAKER_POLL_S, self._poll_breaker)
+        if self.serving is not None:
+            self.set_interval(CLIENTS_POLL_S, self._show_clients)
+            self._show_clients()
         self._sample_system()
         self._show_generation()
         self._show_latency()
@@ -264,6 +284,8 @@ class DashboardApp(App[int]):
                     record.text += chunk
                 if exchange := self.exchanges.get(request_id):
                     exchange.post_message(Exchange.TextArrived(chunk, len(parts)))
+                if self.serving is not None:
+                    self.dashboard.query_one(RequestsPane).tokens(request_id, len(parts))
             text.clear()
 
         for event in events:
@@ -275,6 +297,8 @@ class DashboardApp(App[int]):
         flush()
 
     def _handle(self, event: Event) -> None:
+        if self.serving is not None:
+            self._list_request(event)
         if isinstance(event, LoadProgress):
             self._status.change(load_fraction=event.fraction, load_message=event.message)
         elif isinstance(event, Loaded):
@@ -351,6 +375,22 @@ class DashboardApp(App[int]):
     def _show_latency(self) -> None:
         if not self.frozen:
             self.dashboard.query_one(LatencyPane).show(self.service.metrics_summary())
+
+    def _list_request(self, event: Event) -> None:
+        """Serve mode: every request's row in the Requests pane, whoever sent it."""
+        pane = self.dashboard.query_one(RequestsPane)
+        if isinstance(event, Accepted):
+            pane.accepted(event.request_id, event.origin, event.prompt)
+        elif isinstance(event, Started):
+            pane.started(event.request_id)
+        elif isinstance(event, (Finished, Cancelled, Failed)):
+            pane.ended(event.request_id, event.kind, event.metrics)
+        elif isinstance(event, Rejected):
+            pane.rejected(event.request_id, event.cause)
+
+    def _show_clients(self) -> None:
+        if self.is_running and self.serving is not None:
+            self._status.change(serving=self.serving.address, clients=self.serving.connections())
 
     def _poll_breaker(self) -> None:
         """Only OPEN changes with time (its countdown, and the lazy move to HALF-OPEN);

@@ -1,4 +1,5 @@
-"""The top line: model, backend, load progress then "ready" (or what is running), queue."""
+"""The top line: model, backend, load progress then "ready" (or what is running), queue;
+in serve mode also where the API listens and how many clients are connected."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class Status:
     queue: int = 0
     frozen: bool = False
     log_lost: int = 0  # session-log records the disk refused
+    serving: str | None = None  # serve mode: where the API listens ("127.0.0.1:8080")
+    clients: int = 0  # serve mode: open HTTP connections
 
 
 class StatusLine(Static):
@@ -54,6 +57,9 @@ class StatusLine(Static):
         else:
             text.append(status.engine, "bold")
         text.append(f"  │  queue {status.queue}")
+        if status.serving is not None:
+            noun = "client" if status.clients == 1 else "clients"
+            text.append(f"  │  serving {status.serving} · {status.clients} {noun}")
         if status.frozen:
             text.append("  │  ")
             text.append("charts FROZEN", "bold reverse")
