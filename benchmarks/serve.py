@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/serve.py load [--seconds 300] [--clients 32] [--dashboard]
 
 decode  One request streamed over HTTP to one client vs the same request headless
-        (EngineService.generate_sync), in one server process with one loaded model,
+        (runtime.client.generate), in one server process with one loaded model,
         pairs interleaved (order alternating), a warm-up pair discarded, temperature 0
         (both generate the same tokens). The HTTP client is a separate process (as an
         app on the device would be) that stamps each SSE chunk as it arrives:
@@ -76,6 +76,7 @@ def bench_decode(runs: int) -> None:
     from antinet_tui.frontends.server.runner import ServerThread, bind, build_server
     from antinet_tui.frontends.server.schemas import parse_chat
     from antinet_tui.frontends.wiring import build_service
+    from antinet_tui.runtime.client import generate
 
     settings = Settings(no_log=True, temperature=0.0, slow_call_ms=600_000)
     service = build_service(settings)
@@ -83,7 +84,7 @@ def bench_decode(runs: int) -> None:
     sock = bind("127.0.0.1", 0)
     thread = ServerThread(server, sock)
     service.start()
-    assert service.wait_ready(120), service.load_error
+    assert service.wait_ready(120), service.load_error()
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": DECODE_TOKENS, "stream": True,
@@ -102,7 +103,7 @@ def bench_decode(runs: int) -> None:
         return rate, added_ms, len(stamps)
 
     def headless() -> tuple[float, int]:
-        outcome = service.generate_sync(request)
+        outcome = generate(service, request)
         return outcome.metrics.decode_tok_s, outcome.metrics.generated_tokens
 
     ratios, added = [], []

@@ -43,7 +43,7 @@ def launch(model, log_file: Path, *, wait_ready: bool = True, start_service: boo
     if start_service:
         service.start()
         if wait_ready:
-            assert service.wait_ready(120), service.load_error
+            assert service.wait_ready(120), service.load_error()
     thread.start()
     assert server.started, "the HTTP server did not start"
     return RunningServer(f"http://127.0.0.1:{sock.getsockname()[1]}", service, server, thread, served, log_file)

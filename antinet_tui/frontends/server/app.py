@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -42,6 +41,7 @@ from antinet_tui.frontends.server.errors import (
 from antinet_tui.frontends.server.prometheus import CONTENT_TYPE, ServerMetrics
 from antinet_tui.frontends.server.schemas import ParsedRequest, decode_json, parse_chat, parse_completion
 from antinet_tui.runtime.breaker import BreakerState
+from antinet_tui.runtime.client import EngineClient, RequestHandle
 from antinet_tui.runtime.events import TERMINAL_EVENTS, Cancelled, Event, Failed, Finished, Rejected, Started, Token
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class ServerState:
         self.connections: Callable[[], int] = lambda: 0  # open HTTP connections (the runner sets it)
 
 
-def create_app(client, options: ServerOptions, state: ServerState | None = None) -> Starlette:
+def create_app(client: EngineClient, options: ServerOptions, state: ServerState | None = None) -> Starlette:
     state = state or ServerState()
     metrics = ServerMetrics(client, connected_clients=lambda: state.connections(), draining=lambda: state.draining)
     handlers = _Handlers(client, options, state, metrics)
@@ -187,7 +187,7 @@ def _bearer(scope: Scope) -> bytes | None:
 
 
 class _Handlers:
-    def __init__(self, client, options: ServerOptions, state: ServerState, metrics: ServerMetrics):
+    def __init__(self, client: EngineClient, options: ServerOptions, state: ServerState, metrics: ServerMetrics):
         self.client = client
         self.options = options
         self.state = state
@@ -424,7 +424,7 @@ def _outcome_of(end: object) -> str:
 class _Exchange:
     """One generation request being answered."""
 
-    handle: Any
+    handle: RequestHandle
     parsed: ParsedRequest
     cid: str
     model: str

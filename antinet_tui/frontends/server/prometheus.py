@@ -24,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from antinet_tui.runtime.breaker import BreakerState
+from antinet_tui.runtime.client import EngineClient
 from antinet_tui.runtime.events import Accepted, BreakerTransition, Cancelled, Event, Failed, Finished, Rejected
 
 PREFIX = "antinet"
@@ -39,7 +40,7 @@ REJECT_CAUSES = ("queue_full", "queue_timeout", "breaker_open", "bad_input", "no
 
 
 class ServerMetrics:
-    def __init__(self, client, connected_clients: Callable[[], int] = lambda: 0,
+    def __init__(self, client: EngineClient, connected_clients: Callable[[], int] = lambda: 0,
                  draining: Callable[[], bool] = lambda: False):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -120,7 +121,7 @@ def _value(state: object) -> str:
 class _SnapshotCollector(Collector):
     """Gauges read from the runtime's snapshots at scrape time."""
 
-    def __init__(self, client, connected_clients: Callable[[], int], draining: Callable[[], bool]):
+    def __init__(self, client: EngineClient, connected_clients: Callable[[], int], draining: Callable[[], bool]):
         self.client = client
         self.connected_clients = connected_clients
         self.draining = draining

@@ -23,6 +23,7 @@ import uvicorn
 
 from antinet_tui.config import Settings
 from antinet_tui.frontends.server.app import Served, ServerOptions, ServerState, create_app
+from antinet_tui.runtime.client import EngineClient
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ class DrainingServer(uvicorn.Server):
         self.drain_timeout_s = drain_timeout_s
         self._drain_deadline: float | None = None
         self._cancelled_at: float | None = None
-        self.client = None  # the EngineClient the app serves (build_server sets it)
         state.connections = lambda: len(self.server_state.connections)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -103,17 +103,12 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def build_server(service, settings: Settings, on_served: Callable[[Served], None] | None = None) -> DrainingServer:
-    """The HTTP server over `service`, set up from `settings` (not started)."""
-    from antinet_tui.frontends.server._client_shim import ShimClient
-
-    client = ShimClient(service)
+def build_server(service: EngineClient, settings: Settings, on_served: Callable[[Served], None] | None = None) -> DrainingServer:
+    """The HTTP server over `service` (any EngineClient), set up from `settings` (not started)."""
     state = ServerState()
     options = ServerOptions(settings, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
                             on_served=on_served)
-    server = make_server(create_app(client, options, state), state, settings.drain_timeout_s)
-    server.client = client
-    return server
+    return make_server(create_app(service, options, state), state, settings.drain_timeout_s)
 
 
 def make_server(app, state: ServerState, drain_timeout_s: float) -> DrainingServer:
