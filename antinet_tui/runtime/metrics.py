@@ -1,6 +1,6 @@
 """Per-request figures and their rolling series: the only place they are computed.
 
-Definitions (DESIGN.md), all from `time.perf_counter_ns()` stamps:
+Definitions (the help screen and README say the same), all from `time.perf_counter_ns()` stamps:
 
 * queue wait: accepted -> the engine thread starts the request.
 * TTFT: the engine starts the request -> first generated token (queue wait excluded).

@@ -94,7 +94,7 @@ def test_cancel_calls_stop_and_keeps_the_worker(bundle, make_backend):
 
 def test_cancel_during_prefill_ends_the_request_promptly(bundle, make_backend):
     backend = make_backend(bundle, cancel_grace_s=0.3,
-                           child_env={"FAKE_GENIE_PREFILL_S": "30", "FAKE_GENIE_HOLD_GIL": "1"})
+                           child_env={"FAKE_GENIE_PREFILL_S": "30"})
     backend.load()
     cancel = threading.Event()
     threading.Timer(0.2, cancel.set).start()

@@ -17,7 +17,8 @@ from antinet_tui.engine.genie.errors import (
 from antinet_tui.engine.genie.profile import figures, query_events
 from antinet_tui.engine.genie.templates import BUILTIN_FORMATS, choose_format
 
-# Abridged from a real `genie-t2t-run --profile` output (see notes/genie_research.md).
+# Abridged from a real `genie-t2t-run --profile` output: the metric names and units Genie emits
+# for GenieDialog_create and GenieDialog_query events.
 GENIE_PROFILE = {
     "header": {"header_version": {"major": 0, "minor": 1, "patch": 0}, "artifact_type": "GENIE_PROFILE"},
     "components": [{"name": "dialog0", "type": "dialog", "events": [
@@ -29,8 +30,7 @@ GENIE_PROFILE = {
          "time-to-first-token": {"value": 531665, "unit": "us"},
          "num-generated-tokens": {"value": 200, "unit": ""},
          "token-generation-rate": {"value": 38.52525329589844, "unit": "toks/sec"},
-         "token-generation-time": {"value": 5191579, "unit": "us"},
-         "lora-adapter-switch-time": {"value": 0, "unit": "us"}},
+         "token-generation-time": {"value": 5191579, "unit": "us"}},
         {"type": "GenieDialog_free", "duration": 32347},
     ]}],
 }

@@ -400,7 +400,11 @@ class GenieBackend:
         output = done["output"] if done else ""
         event = done["event"] if done else None
         answered = stream.ids or event is not None or cancel.is_set()
-        if "Failed to get response" in output or (done and not answered):
+        failed = "Failed to get response" in output
+        # Genie API 1.13+ ends a query whose reply fills the context with an error, after
+        # the text it streamed: that answer stands, ended by the context as on the CPU
+        context_filled = failed and bool(stream.ids) and _fills(context_size, prompt_tokens + len(stream.ids))
+        if (failed and not context_filled) or (done and not answered):
             raise native_failure(output, GenieQueryFailed, "Genie returned no answer")
         profile: dict[str, Any] = figures(event) if event else {}
         profile.update(perf_profile=self._ready.get("perf_profile"), chunks=stream.chunks)
@@ -416,7 +420,7 @@ class GenieBackend:
             stop_reason = StopReason.CANCELLED
         elif stream.full:
             stop_reason = StopReason.MAX_TOKENS
-        elif context_size and prompt_tokens + generated >= context_size:
+        elif context_filled or _fills(context_size, prompt_tokens + generated, _genie_count(event)):
             stop_reason = StopReason.CONTEXT
         else:
             stop_reason = StopReason.EOS
@@ -497,6 +501,25 @@ class _Stream:
             if self.tokenizer.encode(chunk[:end], add_special_tokens=False).ids == ids:
                 return chunk[:end]
         return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def _fills(context_size: int, ours: int, genies: int | None = None) -> bool:
+    """Does the dialog (prompt and reply) fill the context? Genie's own count when it gave
+    one; else ours, from re-tokenizing the streamed text, which may differ from Genie's
+    by a few tokens: within 1 % of the size counts as full."""
+    if not context_size:
+        return False
+    if genies is not None:
+        return genies >= context_size
+    return ours >= context_size - max(4, context_size // 100)
+
+
+def _genie_count(event: dict[str, Any] | None) -> int | None:
+    """Prompt + reply tokens as Genie counted them (its query profile event), if known."""
+    try:
+        return int(event["num-prompt-tokens"]["value"]) + int(event["num-generated-tokens"]["value"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def _sampler_params(request: GenerationRequest) -> tuple[str, str, str, str]:

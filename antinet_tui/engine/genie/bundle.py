@@ -50,18 +50,20 @@ def _engines(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _resolve(reference: str, config_dir: Path) -> Path | None:
-    """Find a file the config names, in the order Qualcomm's config_fixer tries.
+    """Find a file the config names.
 
-    Relative paths are tried against the bundle folder first (what AI Hub bundles
-    assume), then the working directory (what Genie itself would do; qai_appbuilder's
-    samples rely on it), then the bare file name inside the bundle folder.
+    First as GenieAPIService's ConfigFixer (quic/ai-engine-direct-helper, config_fixer.h)
+    does: a relative path against the bundle folder, then the bare file name inside the
+    bundle folder (its last resort, the service's own folder, has no counterpart here).
+    Then, our addition, against the working directory: what Genie itself would do with
+    the text, and what qai_appbuilder's samples rely on.
     """
     native = reference.replace("\\", os.sep).replace("/", os.sep)
     path = Path(native)
     if path.is_absolute():
         candidates = [path]
     else:
-        candidates = [config_dir / path, Path.cwd() / path, config_dir / path.name]
+        candidates = [config_dir / path, config_dir / path.name, Path.cwd() / path]
     return next((c.resolve() for c in candidates if c.exists()), None)
 
 

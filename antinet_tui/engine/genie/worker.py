@@ -109,10 +109,26 @@ def _create_context(conn: Connection, spec: WorkerSpec, output: _Output) -> Any 
     _default_adsp_library_path(qai_appbuilder)
     started = time.perf_counter()
     try:
-        context = qai_appbuilder.GenieContext(spec.config_path, spec.debug)
+        # qai_appbuilder 2.31-2.33 take the config only; `debug` came in 2.34. Without
+        # debug, the one-argument call works on every version.
+        if spec.debug:
+            context = qai_appbuilder.GenieContext(spec.config_path, True)
+        else:
+            context = qai_appbuilder.GenieContext(spec.config_path)
     except NameError as exc:  # the wrapper imports its extension only if present
         conn.send(("load_failed", "not_installed",
                    f"qai_appbuilder has no Genie extension (geniebuilder): {exc}"))
+        return None
+    except TypeError as exc:  # a signature we do not know
+        version = _binding_version(qai_appbuilder)
+        if spec.debug:
+            detail = (f"qai_appbuilder {version} has no debug option (GenieContext({spec.config_path!r}, True): "
+                      f"{exc}); Genie's debug log needs qai_appbuilder 2.34 or later: run without debug, or "
+                      "upgrade it")
+        else:
+            detail = (f"qai_appbuilder {version}: GenieContext(config) failed: {exc}; antinet-tui drives "
+                      "qai_appbuilder 2.31 to 2.34")
+        conn.send(("load_failed", "not_installed", detail))
         return None
     except RuntimeError as exc:
         conn.send(("load_failed", "native", f"{exc}\n{output.new_text()}"))
@@ -130,6 +146,17 @@ def _create_context(conn: Connection, spec: WorkerSpec, output: _Output) -> Any 
         "load_seconds": time.perf_counter() - started,
     }))
     return context
+
+
+def _binding_version(qai_appbuilder: Any) -> str:
+    from importlib import metadata
+
+    for name in ("qai_appbuilder", "qai-appbuilder"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return str(getattr(qai_appbuilder, "__version__", "(version unknown)"))
 
 
 def _default_adsp_library_path(qai_appbuilder: Any) -> None:

@@ -1,6 +1,6 @@
 """The help screen: every key (as currently mapped) and what each figure on screen means.
 
-The definitions are DESIGN.md's, word for word in substance: an operator comparing a
+The definitions are runtime/metrics.py's, word for word in substance: an operator comparing a
 number here with one from `antinet-tui run --json` must know they are the same number.
 """
 

@@ -1,20 +1,28 @@
 """A fake qai_appbuilder for tests: GenieContext as the real binding behaves.
 
-Modelled on quic/ai-engine-direct-helper (script/qai_appbuilder/geniecontext.py and
-pybind/GenieBuilder.cpp), as summarised in notes/genie_research.md:
+Modelled on quic/ai-engine-direct-helper's own sources: script/qai_appbuilder/
+geniecontext.py (the Python class) and pybind/GenieBuilder.cpp (the native side):
 
-- the constructor takes the config *path*, resolves the files it names against the
-  working directory (Genie gets JSON text, not a location), and on any failure prints
+- the constructor takes the config *path* (and, from qai_appbuilder 2.34, `debug`;
+  2.31-2.33 take the path only), resolves the files it names against the working
+  directory (Genie gets JSON text, not a location), and on any failure prints
   `Failed to ...` to stderr and returns a half-built object instead of raising;
   `TokenLength()` on such an object prints and returns 0;
+- `backend.extensions` (the HTP extension config) is optional, as it is to Genie;
 - `Query(prompt, callback)` blocks until done, resets the dialog first, calls the
   callback on the calling thread with text chunks that may hold several tokens, ignores
-  its return value, and always returns True (failures are only printed);
+  its return value, and always returns True (failures are only printed). It holds the
+  GIL throughout, as the real binding does (no gil_scoped_release): waits are busy
+  loops that let no other thread run;
+- the dialog holds `dialog.context.size` tokens, prompt and reply together. When the
+  reply fills it, Genie API 1.13 and later (newer QAIRT) end the query with an error,
+  so the binding prints `Failed to get response from GenieDialog.` after the text it
+  already streamed; earlier APIs end the reply quietly;
 - `SetParams` takes four strings (TypeError otherwise, ValueError for a non-number
   length) and caps the reply at max_length tokens by calling Stop() itself;
 - `Stop()` is safe from another thread or from the callback;
 - `GetProfile()` returns JSON whose event list grows: GenieDialog_create, then one
-  GenieDialog_query per Query, with Genie's metric names and units.
+  GenieDialog_query per completed Query, with Genie's metric names and units.
 
 Deviation: Query on a half-built context raises RuntimeError here; the real binding
 prints `Failed to reset Genie Dialog.` and then spins forever.
@@ -22,7 +30,9 @@ prints `Failed to reset Genie Dialog.` and then spins forever.
 Behaviour knobs (environment, read at construction), all optional:
   FAKE_GENIE_REPLY_TOKENS  tokens in a full reply (12)      FAKE_GENIE_CHUNKS  chunk sizes, cycled ("1,2")
   FAKE_GENIE_PREFILL_S     wait before the first token (0)  FAKE_GENIE_TOKEN_DELAY_S  wait per token (0)
-  FAKE_GENIE_HOLD_GIL=1    waits are busy loops that keep the GIL, as the real Query does
+  FAKE_GENIE_HOLD_GIL=0    waits sleep and release the GIL (kinder than the real binding)
+  FAKE_GENIE_API_MINOR     Genie API minor version (13): below 13 a full context ends quietly
+  FAKE_GENIE_BINDING_VERSION  qai_appbuilder's version (2.34.0): 2.31-2.33 take no `debug`
   FAKE_GENIE_CREATE_ERROR  text printed before the dialog fails to build (e.g. a QNN 14001 line)
 Faults for one query, written in its prompt: `[[crash@N]]` (the process dies before reply
 token N), `[[hang@N]]` (spins forever holding the GIL), `[[fail]]` (prints Genie's failure
@@ -63,10 +73,24 @@ def _fault_index(prompt: str, kind: str) -> int:
     return int(match.group(1)) if match else -1
 
 
+__version__ = os.environ.get("FAKE_GENIE_BINDING_VERSION", "2.34.0")
+
+
+def _takes_debug() -> bool:
+    major, minor = (int(n) for n in __version__.split(".")[:2])
+    return (major, minor) >= (2, 34)
+
+
 class GenieContext:
-    def __init__(self, config: str = "None", debug: bool = False) -> None:
+    def __init__(self, config: str = "None", *args) -> None:
+        if args and not _takes_debug():  # the Python wrapper's signature was (self, config)
+            raise TypeError(f"GenieContext.__init__() takes 2 positional arguments but {2 + len(args)} were given")
+        if len(args) > 1:
+            raise TypeError(f"GenieContext.__init__() takes from 1 to 3 positional arguments but {2 + len(args)} "
+                            "were given")
         self.config = config
-        self.debug = debug
+        self.debug = bool(args[0]) if args else False
+        self._context_size = 4096
         self._abort = threading.Event()
         self._max_length = 4096
         self._events: list[dict] = []
@@ -77,7 +101,8 @@ class GenieContext:
         self._chunks = [int(n) for n in os.environ.get("FAKE_GENIE_CHUNKS", "1,2").split(",")]
         self._prefill_s = _env_float("FAKE_GENIE_PREFILL_S", 0.0)
         self._token_delay_s = _env_float("FAKE_GENIE_TOKEN_DELAY_S", 0.0)
-        self._hold_gil = os.environ.get("FAKE_GENIE_HOLD_GIL") == "1"
+        self._hold_gil = os.environ.get("FAKE_GENIE_HOLD_GIL", "1") != "0"
+        self._api_minor = int(os.environ.get("FAKE_GENIE_API_MINOR", "13"))
         started = time.perf_counter()
         self._build(os.environ.get("FAKE_GENIE_CREATE_ERROR"))
         if self._dialog is not None:
@@ -104,15 +129,18 @@ class GenieContext:
             print("Failed to create the Genie Dialog.", file=sys.stderr)
             return
         engine = dialog.get("engine", {})
+        extensions = engine.get("backend", {}).get("extensions")  # optional
         files = [dialog.get("tokenizer", {}).get("path", ""),
-                 engine.get("backend", {}).get("extensions", ""),
+                 *([extensions] if extensions is not None else []),
                  *engine.get("model", {}).get("binary", {}).get("ctx-bins", [])]
         if not all(f and Path(f).is_file() for f in files):  # relative → the cwd, as Genie
             print("Failed to create the Genie Dialog.", file=sys.stderr)
             return
-        ext = json.loads(Path(files[1]).read_text(encoding="utf-8"))
-        profiles = {c.get("perf_profile") for d in ext.get("devices", []) for c in d.get("cores", [])}
-        self.perf_profile = next(iter(profiles), None)
+        self._context_size = int(dialog.get("context", {}).get("size", 4096))
+        if extensions is not None:
+            ext = json.loads(Path(extensions).read_text(encoding="utf-8"))
+            profiles = {c.get("perf_profile") for d in ext.get("devices", []) for c in d.get("cores", [])}
+            self.perf_profile = next(iter(profiles), None)
         if self.perf_profile is not None and self.perf_profile not in _SPEED:
             print(f"[ERROR] invalid perf_profile {self.perf_profile}", file=sys.stderr)
             print("Failed to create the Genie Dialog.", file=sys.stderr)
@@ -173,8 +201,12 @@ class GenieContext:
         pending: list[str] = []
         sizes = itertools.cycle(self._chunks)
         chunk_size = next(sizes)
+        context_full = False
         for index in range(self._reply_tokens):
             if self._abort.is_set():
+                break
+            if len(self._dialog) >= self._context_size:
+                context_full = True
                 break
             if index == crash_at:
                 print("fake qai_appbuilder: simulated native crash", file=sys.stderr, flush=True)
@@ -195,6 +227,11 @@ class GenieContext:
                     self.Stop()
         if pending:  # the binding flushes what accumulated, aborted or not
             callback("".join(pending))
+        if context_full and self._api_minor >= 13:  # the query ends in an error: no profile event
+            # (the error line's wording is ours; Genie's varies by version, so nothing matches on it)
+            print(f"[ERROR] \"Context limit ({self._context_size}) exceeded.\"", file=sys.stderr)
+            print("Failed to get response from GenieDialog.", file=sys.stderr)
+            return True
         stopped = time.perf_counter()
         first_token_at = first_token_at or stopped
         generation = max(stopped - first_token_at, 1e-6)
