@@ -63,7 +63,7 @@ def test_metrics_parse_and_count_what_clients_saw(start_server, tiny_model):
         assert sample(before["antinet_breaker_state"], state="closed") == 1
         assert sample(before["antinet_service_state"], state="ready") == 1
         info = before["antinet_model_info"].samples[0].labels
-        assert info["model"] == "tiny-llama" and info["backend"] == "numpy"
+        assert info["model"] == "tiny-llama" and info["backend"] == server.service.model_info().backend
 
         usage = [http.post("/v1/chat/completions", json={"messages": HELLO}).json()["usage"] for _ in range(3)]
         server.service.isolate_breaker()
