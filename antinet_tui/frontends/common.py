@@ -58,22 +58,22 @@ def interrupted_exit() -> Exit:
     return Exit(128 + _received[-1]) if _received else Exit.INTERRUPTED
 
 
-def watch_session_log(service) -> None:
+def watch_session_log(client: EngineClient) -> None:
     """Tell the operator on stderr, at once, the first time the session log loses a
     record (a full disk); `log_lost_exit` turns it into the exit code at the end."""
     from antinet_tui.runtime.events import SessionLogFailed
 
-    def on_event(event) -> None:
+    def on_event(event: Event) -> None:
         if isinstance(event, SessionLogFailed) and event.lost == 1:
             print(f"\n{APP_NAME}: error: session log {event.path}: records are being lost: {event.reason}",
                   file=sys.stderr, flush=True)
 
-    service.subscribe(on_event)
+    client.subscribe(on_event)
 
 
-def log_lost_exit(service, code: int) -> int:
+def log_lost_exit(client: EngineClient, code: int) -> int:
     """`code`, or Exit.LOG_LOST when the command succeeded but the log lost records."""
-    log = service.session_log
+    log = client.log_status()
     if code == Exit.OK and log.lost:
         return fail(f"the session log {log.path} lost {log.lost} record(s): {log.failure}", Exit.LOG_LOST)
     return code

@@ -26,6 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
@@ -48,6 +49,15 @@ BreakerView = BreakerSnapshot  # the breaker's state, reason, counts and countdo
 
 _WAIT_SLICE_S = 0.1  # blocking waits wake this often: Ctrl-C and a dead service end them
 _ENDED_EVENT_WAIT_S = 2.0  # an already emitted terminal event reaches its handle well within this
+
+
+@dataclass(frozen=True)
+class LogStatus:
+    """The session log at one moment: where it goes and how many records it lost."""
+
+    path: str | None  # None: no session log is written
+    lost: int = 0  # records the disk refused (a full disk)
+    failure: str | None = None  # why the last one was lost
 
 
 class EngineReserved(EngineError):
@@ -457,7 +467,12 @@ class EngineClient(Protocol):
         ...
 
     def log_record(self, record: dict[str, Any]) -> None:
-        """Append a frontend's own record (an experiment's results) to the session log."""
+        """Append a frontend's own record (an experiment's results) to the session log.
+        A record the disk refuses is reported as a SessionLogFailed event, not raised."""
+        ...
+
+    def log_status(self) -> LogStatus:
+        """Where the session log goes and how many records it lost."""
         ...
 
 

@@ -57,7 +57,7 @@ class Event:
         """The event a `to_record()` dict describes. Raises ValueError for an unknown kind
         or a record that lacks a field."""
         kind = record.get("kind")
-        cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+        cls = event_types().get(kind) if isinstance(kind, str) else None
         if cls is None:
             raise ValueError(f"not an event record: kind {kind!r}")
         return from_jsonable(cls, record)
@@ -189,11 +189,16 @@ class SessionLogFailed(Event):
 
 TERMINAL_EVENTS = (Finished, Cancelled, Failed, Rejected)
 TerminalEvent = Finished | Cancelled | Failed | Rejected
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls
-    for cls in (LoadProgress, Loaded, LoadFailed, Accepted, Started, Token, Finished, Cancelled, Failed, Rejected,
-                BreakerTransition, ModeChanged)
-}
+
+
+def event_types() -> dict[str, type[Event]]:
+    """Every event class by kind, those defined elsewhere included (subclasses of Event)."""
+    found, stack = {}, list(Event.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        found[cls.kind] = cls
+        stack += cls.__subclasses__()
+    return found
 
 
 def jsonable(value: Any) -> Any:

@@ -73,6 +73,7 @@ from antinet_tui.engine.validation import validate_fits, validate_mode, validate
 from antinet_tui.runtime.breaker import ISOLATED_REFUSAL, BreakerSnapshot, BreakerState, CircuitBreaker
 from antinet_tui.runtime.client import (
     EngineReserved,
+    LogStatus,
     ModeChange,
     RequestHandle,
     Reservation,
@@ -304,10 +305,9 @@ class EngineService:
 
         return unsubscribe
 
-    @property
-    def session_log(self) -> SessionLog:
-        """The log records go to (its `lost` counts records the disk refused)."""
-        return self._log
+    def log_status(self) -> LogStatus:
+        log = self._log
+        return LogStatus(str(log.path) if log.path is not None else None, log.lost, log.failure)
 
     @property
     def state(self) -> ServiceState:

@@ -19,7 +19,6 @@ from antinet_tui.engine.protocol import Capabilities, GenerationRequest, ModeInf
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerSnapshot, BreakerState, CircuitBreaker
 from antinet_tui.runtime.client import EngineClient, EngineReserved, ServiceState, generate
 from antinet_tui.runtime.events import (
-    EVENT_TYPES,
     Accepted,
     BreakerTransition,
     Cancelled,
@@ -31,8 +30,10 @@ from antinet_tui.runtime.events import (
     LoadProgress,
     ModeChanged,
     Rejected,
+    SessionLogFailed,
     Started,
     Token,
+    event_types,
 )
 from antinet_tui.runtime.metrics import MetricsSummary, RequestMetrics
 from antinet_tui.runtime.service import EngineService
@@ -362,12 +363,13 @@ def _one_of_each() -> list[Event]:
         BreakerTransition(BreakerState.CLOSED, BreakerState.OPEN, "4 of the last 4 calls failed", snapshot),
         ModeChanged("burst", readback, requested_by="experiment", change_id=3),
         ModeChanged("turbo", None, error="unknown mode 'turbo'"),
+        SessionLogFailed("/var/log/session.jsonl", "No space left on device", 3),
     ]
 
 
 def test_every_event_type_round_trips_through_its_record():
     events = _one_of_each()
-    assert {type(e) for e in events} == set(EVENT_TYPES.values())
+    assert {type(e) for e in events} == set(event_types().values())
     for event in events:
         record = json.loads(json.dumps(event.to_record(), allow_nan=False))  # as the log or the wire carries it
         assert Event.from_record(record) == event, event.kind
