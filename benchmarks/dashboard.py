@@ -59,7 +59,7 @@ async def _dashboard_once(service, settings, pacing: dict) -> tuple[float, int]:
         prompt = app.dashboard.query_one(PromptInput)
         prompt.value = PROMPT
         await pilot.press("enter")
-        while not app.records or app.records[max(app.records)].outcome == "pending":
+        while not app.records or not app.records[max(app.records)].ended:
             await asyncio.sleep(0.1)  # not pilot.pause: that forces screen work the real app would not do
         record = app.records[max(app.records)]
         await pilot.pause(0.2)  # let the final render land before the app closes

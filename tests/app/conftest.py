@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from app_helpers import NotifiedDashboard
 from fake_backend import FixedSampler
 from fakes import FakeBackend, FakeClock
 
 from antinet_tui.config import Settings
-from antinet_tui.frontends.app.app import DashboardApp
 from antinet_tui.runtime.breaker import BreakerConfig, CircuitBreaker
 from antinet_tui.runtime.metrics import MetricsStore
 from antinet_tui.runtime.service import EngineService
@@ -34,7 +34,7 @@ def make_app(tmp_path: Path, clock: FakeClock):
         metrics: MetricsStore | None = None,
         log: bool | Path = False,
         **app_options,
-    ) -> DashboardApp:
+    ) -> NotifiedDashboard:
         breaker = CircuitBreaker(BreakerConfig(), clock=clock)
         session_log = SessionLog(tmp_path / "session.jsonl" if log is True else log) if log else None
         service = EngineService(
@@ -42,7 +42,8 @@ def make_app(tmp_path: Path, clock: FakeClock):
         )
         services.append(service)
         settings = settings or Settings(no_log=True, refresh_s=0.5)
-        return DashboardApp(service, settings, sampler=FixedSampler(), export_dir=tmp_path / "exports", **app_options)
+        return NotifiedDashboard(service, settings, sampler=FixedSampler(), export_dir=tmp_path / "exports",
+                                 **app_options)
 
     yield make
     for service in services:

@@ -25,7 +25,7 @@ async def test_the_france_prompt_answers_paris_on_screen(real_model, tmp_path):
             prompt.value = FRANCE
             await pilot.press("enter")
             await wait_until(
-                pilot, lambda: 1 in app.exchanges and app.exchanges[1].outcome == "finished", "the answer", timeout=180
+                pilot, lambda: 1 in app.exchanges and app.exchanges[1].has_class("-finished"), "the answer", timeout=180
             )
             await wait_for_text(pilot, "Paris")
             assert "mode default" in str(app.exchanges[1].figures.content)

@@ -13,6 +13,7 @@ from fakes import FakeBackend
 from antinet_tui.config import Settings
 from antinet_tui.frontends.app.screens.help import HelpScreen
 from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
+from antinet_tui.frontends.app.widgets.status_line import StatusLine
 from antinet_tui.runtime.breaker import BreakerState
 
 SETTINGS = Settings(no_log=True, refresh_s=3600)  # one psutil sample, at start
@@ -20,15 +21,17 @@ SETTINGS = Settings(no_log=True, refresh_s=3600)  # one psutil sample, at start
 
 async def settle(pilot) -> None:
     app = pilot.app
-    await wait_until(pilot, lambda: app.service.state == "ready" and "ready" in str(app._status.content), "ready")
+    status = app.dashboard.query_one(StatusLine)
+    await wait_until(pilot, lambda: app.service.state == "ready" and "ready" in str(status.content), "ready")
     # the pane starts as "CPU n/a": wait for the sampler thread's first sample to be drawn
     await wait_until(pilot, lambda: "%" in str(app.dashboard.query_one("#system-cpu").content), "the system sample")
     app.dashboard.query_one(PromptInput).cursor_blink = False
 
 
 async def finish(pilot) -> None:
-    pilot.app.clear_notifications()
-    await pilot.pause(0.1)
+    app = pilot.app
+    app.clear_notifications()
+    await wait_until(pilot, lambda: not app.screen.query("Toast"), "the toasts to go")  # Textual's Toast widgets
 
 
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
@@ -49,7 +52,7 @@ def test_streaming(snap_compare, make_app):
     async def run_before(pilot) -> None:
         await settle(pilot)
         await send(pilot, "Tell me about foxes")
-        await wait_until(pilot, lambda: 1 in app.exchanges and app.exchanges[1].tokens == 9, "nine tokens on screen")
+        await wait_until(pilot, lambda: 1 in app.exchanges and app.records[1].tokens == 9, "nine tokens on screen")
         await finish(pilot)
 
     try:
@@ -65,7 +68,7 @@ def test_breaker_open(snap_compare, make_app):
         await settle(pilot)
         for n in range(1, 5):
             await send(pilot, f"call {n}")
-            await wait_until(pilot, lambda n=n: app.exchanges[n].outcome == "failed", f"call {n} to fail")
+            await wait_until(pilot, lambda n=n: app.exchanges[n].has_class("-failed"), f"call {n} to fail")
         await wait_until(pilot, lambda: app.service.breaker_view().state is BreakerState.OPEN, "the breaker to open")
         await wait_until(pilot, lambda: "OPEN" in str(app.dashboard.query_one("#breaker-state").content), "OPEN")
         # the pane reads the breaker itself; its transition's toast arrives as an event, maybe later

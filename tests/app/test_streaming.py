@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from app_helpers import notifications, screen_text, send, wait_for_text, wait_until
 from fake_backend import PausingBackend
 from fakes import DEFAULT_REPLY, FakeBackend
+from textual import events
 
+from antinet_tui.frontends.app.app import DRAIN_TIMER
+from antinet_tui.frontends.app.widgets.exchange import Exchange
 from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
-from antinet_tui.runtime.events import Token
 
 PIECES = DEFAULT_REPLY.split(" ")
 
@@ -30,7 +33,7 @@ async def test_answer_streams_as_markdown_then_shows_its_figures(make_app):
         await wait_for_text(pilot, "ready")
         await send(pilot, "Tell me about foxes")
         await wait_until(
-            pilot, lambda: app.exchanges and app.exchanges[1].outcome == "finished", "the answer to finish"
+            pilot, lambda: 1 in app.exchanges and app.exchanges[1].has_class("-finished"), "the answer to finish"
         )
         text = screen_text(app)
         assert "› Tell me about foxes" in text
@@ -52,28 +55,78 @@ async def test_tokens_show_before_the_answer_ends(make_app):
         await wait_for_text(pilot, "The quick brown fox")
         await wait_for_text(pilot, "generating… 4 tokens")  # the figures line is drawn separately
         assert "jumps" not in screen_text(app)
-        assert app._ticking  # the drain timer runs while the answer is generated, even when paused
         backend.resume.set()
-        await wait_until(pilot, lambda: app.exchanges[1].outcome == "finished", "the rest of the answer")
+        await wait_until(pilot, lambda: app.exchanges[1].has_class("-finished"), "the rest of the answer")
         assert "lazy dog" in screen_text(app)
-        await wait_until(pilot, lambda: not app._ticking, "the drain timer to stop when idle")
 
 
-async def test_a_burst_of_tokens_becomes_one_text_message_per_drain(make_app):
+class SteppingBackend(FakeBackend):
+    """Pauses before every token after the first until the test lets one more through."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.step = threading.Semaphore(0)
+
+    def generate(self, request, on_token, cancel):
+        emitted = 0
+
+        def on_token_then_wait(token_id: int, text: str) -> None:
+            nonlocal emitted
+            on_token(token_id, text)
+            emitted += 1
+            while not self.step.acquire(timeout=0.005) and not cancel.is_set():
+                pass
+
+        return super().generate(request, on_token_then_wait, cancel)
+
+
+async def test_the_drain_timer_draws_tokens_while_generating_and_stops_when_idle(make_app):
+    """Only a request's first token wakes the UI; later ones are drawn by the paced drain
+    timer, which runs while an answer is generated, however slowly, and not when idle."""
+    backend = SteppingBackend()
+    app = make_app(backend)
+    drains: list[float] = []
+
+    def count_drains(message) -> None:
+        if isinstance(message, events.Timer) and message.timer.name == DRAIN_TIMER:
+            drains.append(time.monotonic())
+
+    async with app.run_test(size=(120, 40), message_hook=count_drains) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "hello")
+        await wait_for_text(pilot, "generating… 1 tokens")
+        for n, word in ((2, "quick"), (3, "brown")):
+            backend.step.release()  # one token, after a pause longer than several ticks
+            await wait_for_text(pilot, f"generating… {n} tokens")
+            assert word in screen_text(app)
+        backend.step.release(20)
+        await wait_until(pilot, lambda: app.exchanges[1].has_class("-finished"), "the rest of the answer")
+        await pilot.pause(0.3)  # a tick in flight may still land
+        idle_since, ticks = time.monotonic(), len(drains)
+        await pilot.pause(0.5)
+        assert len(drains) == ticks, f"the drain timer ticked {len(drains) - ticks} times while idle"
+        assert ticks > 0 and drains[-1] < idle_since
+
+
+async def test_a_burst_of_tokens_is_drawn_in_a_few_messages_not_one_per_token(make_app):
     """The UI repaints per drain, not per token (the engine never waits on it)."""
     backend = PausingBackend(pause_after=1)
     app = make_app(backend)
-    async with app.run_test(size=(120, 40)) as pilot:
+    seen: dict[int, str] = {}  # a message is seen at every node it bubbles through: count it once
+
+    def count_texts(message) -> None:
+        if isinstance(message, Exchange.TextArrived):
+            seen.setdefault(id(message), message.text)
+
+    async with app.run_test(size=(120, 40), message_hook=count_texts) as pilot:
         await wait_for_text(pilot, "ready")
         await send(pilot, "hello")
-        await wait_until(pilot, lambda: 1 in app.exchanges and app.exchanges[1].tokens == 1, "the first token")
-        exchange = app.exchanges[1]
-        posted = []
-        original_post = exchange.post_message
-        exchange.post_message = lambda message: posted.append(message) or original_post(message)
-        app._apply([Token(1, 7, f" w{i}", i + 1) for i in range(10)])
-        assert len(posted) == 1 and posted[0].tokens == 10 and posted[0].text == "".join(f" w{i}" for i in range(10))
-        backend.resume.set()
+        await wait_until(pilot, lambda: 1 in app.records and app.records[1].tokens == 1, "the first token")
+        backend.resume.set()  # the other 13 tokens come at once
+        await wait_until(pilot, lambda: app.exchanges[1].has_class("-finished"), "the rest of the answer")
+    texts = list(seen.values())
+    assert "".join(texts) == DEFAULT_REPLY and app.records[1].tokens == 14
+    assert len(texts) <= 3, f"{len(texts)} text messages for 14 tokens"
 
 
 async def test_escape_stops_the_answer_and_keeps_the_partial_text(make_app):
@@ -84,7 +137,7 @@ async def test_escape_stops_the_answer_and_keeps_the_partial_text(make_app):
         await send(pilot, "hello")
         await wait_for_text(pilot, "The quick brown")
         await pilot.press("escape")
-        await wait_until(pilot, lambda: app.exchanges[1].outcome == "stopped", "the answer to stop")
+        await wait_until(pilot, lambda: app.exchanges[1].has_class("-cancelled"), "the answer to stop")
         await wait_for_text(pilot, "■ stopped · TTFT")
         text = screen_text(app)
         assert "The quick brown" in text and "fox" not in text
@@ -102,7 +155,7 @@ async def test_escape_also_drops_queued_requests(make_app):
         await send(pilot, "second")
         await wait_until(pilot, lambda: 2 in app.exchanges, "the second request queued")
         await pilot.press("escape")
-        await wait_until(pilot, lambda: all(e.outcome == "stopped" for e in app.exchanges.values()), "both stopped")
+        await wait_until(pilot, lambda: all(e.has_class("-cancelled") for e in app.exchanges.values()), "both stopped")
         assert backend.generate_calls == 1
         assert "■ stopped before it started" in screen_text(app)
 
@@ -113,12 +166,12 @@ async def test_an_engine_failure_is_a_notification_and_the_app_keeps_running(mak
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_text(pilot, "ready")
         await send(pilot, "hello")
-        await wait_until(pilot, lambda: app.exchanges[1].outcome == "failed", "the failure")
+        await wait_until(pilot, lambda: app.exchanges[1].has_class("-failed"), "the failure")
         assert any("fake backend failed at token 3" in n for n in notifications(app))
         assert "✗ failed: fake backend failed at token 3" in screen_text(app)
         backend.fail_on_token = None
         await send(pilot, "again")
-        await wait_until(pilot, lambda: app.exchanges[2].outcome == "finished", "the next answer")
+        await wait_until(pilot, lambda: app.exchanges[2].has_class("-finished"), "the next answer")
         assert app.is_running
 
 

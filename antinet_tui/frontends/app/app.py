@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import psutil
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
@@ -72,6 +72,7 @@ from antinet_tui.runtime.events import (
     Rejected,
     SessionLogFailed,
     Started,
+    TerminalEvent,
     Token,
 )
 from antinet_tui.runtime.session_log import SessionLogError
@@ -89,6 +90,7 @@ class ServingView:
     address: str  # where it listens, e.g. "127.0.0.1:8080"
     connections: Callable[[], int]  # open HTTP connections now
 SHUTDOWN_TIMEOUT_S = 1.0
+DRAIN_TIMER = "drain"  # the paced timer that draws streamed tokens (runs only while generating)
 
 
 @runtime_checkable
@@ -140,9 +142,9 @@ class DashboardApp(App[int]):
         self.pacer = DrainPacer()
         self._ticking = False  # the drain timer runs (only while an answer is generated)
         self.generation = GenerationSettings(settings.max_new_tokens, settings.temperature, chat=not settings.raw)
-        self.records: dict[int, RequestRecord] = {}
-        self.exchanges: dict[int, Exchange] = {}
-        self._handles: dict[int, RequestHandle] = {}  # the operator's unfinished requests (dropping one cancels it)
+        self.records: dict[int, RequestRecord] = {}  # the operator's requests: their one record each
+        self.exchanges: dict[int, Exchange] = {}  # the widget showing each record
+        self._handles: dict[int, RequestHandle] = {}  # the unfinished ones (dropping a handle cancels it)
         self.frozen = False
         self.requested_mode: str | None = settings.mode
         self.mode_note: str | None = None
@@ -253,14 +255,17 @@ class DashboardApp(App[int]):
             # an answer is being generated (its Started or first token woke us): tick
             self._ticking = True
             self.pacer.resume()
-            self.set_timer(self.pacer.interval, self._drain_tick)
+            self.set_timer(self.pacer.interval, name=DRAIN_TIMER)
 
-    def _drain_tick(self) -> None:
-        """Draw buffered tokens, then come back after the pacer's interval; only while an
+    def on_timer(self, event: events.Timer) -> None:
+        """The drain timer's tick (a Timer event, in order with the app's other messages):
+        draw buffered tokens, then come back after the pacer's interval; only while an
         answer is being generated: idle, no timer runs at all."""
+        if event.timer.name != DRAIN_TIMER:
+            return
         streaming = self._drain()
         if self.is_running and (streaming or self.service.running_count()):
-            self.set_timer(self.pacer.next_interval(streaming), self._drain_tick)
+            self.set_timer(self.pacer.next_interval(streaming), name=DRAIN_TIMER)
         else:
             self._ticking = False
 
@@ -279,13 +284,16 @@ class DashboardApp(App[int]):
 
         def flush() -> None:
             for request_id, parts in text.items():
-                chunk = "".join(parts)
-                if record := self.records.get(request_id):
-                    record.text += chunk
-                if exchange := self.exchanges.get(request_id):
-                    exchange.post_message(Exchange.TextArrived(chunk, len(parts)))
-                if self.serving is not None:
+                if self.serving is not None:  # every request, served or typed
                     self.dashboard.query_one(RequestsPane).tokens(request_id, len(parts))
+                record = self.records.get(request_id)
+                if record is None:  # not the operator's
+                    continue
+                chunk = "".join(parts)
+                record.text += chunk
+                record.tokens += len(parts)
+                if exchange := self.exchanges.get(request_id):
+                    exchange.post_message(Exchange.TextArrived(chunk))
             text.clear()
 
         for event in events:
@@ -314,10 +322,14 @@ class DashboardApp(App[int]):
         elif isinstance(event, Accepted):
             self._status.change(queue=self.service.queue_length())
         elif isinstance(event, Started):
+            if record := self.records.get(event.request_id):
+                record.outcome = "running"
             if exchange := self.exchanges.get(event.request_id):
                 exchange.mark_started()
             self._status.change(engine=f"generating #{event.request_id}", queue=self.service.queue_length())
         elif isinstance(event, (Finished, Cancelled, Failed)):
+            self._request_ended(event)
+        elif isinstance(event, Rejected) and event.request_id in self.records:  # waited too long in the queue
             self._request_ended(event)
         elif isinstance(event, BreakerTransition):
             symbol, word = LABELS[event.to_state]
@@ -334,17 +346,22 @@ class DashboardApp(App[int]):
                 self.notify(f"{event.path}: {event.reason}", title="Session log: records are being lost",
                             severity="error", timeout=30)
 
-    def _request_ended(self, event: Finished | Cancelled | Failed) -> None:
-        if exchange := self.exchanges.get(event.request_id):
-            exchange.post_message(Exchange.Ended(event))
-        if record := self.records.get(event.request_id):
-            record.outcome, record.metrics = event.kind, event.metrics
-            if isinstance(event, (Finished, Cancelled)):
-                record.text = event.text
-            record.error = event.error if isinstance(event, Failed) else None
+    def _request_ended(self, event: TerminalEvent) -> None:
+        if record := self.records.get(event.request_id or 0):
+            if isinstance(event, Rejected):
+                record.outcome, record.error = "rejected", event.reason
+            elif isinstance(event, Failed):
+                record.outcome, record.error, record.metrics = "failed", event.error, event.metrics
+            else:
+                record.outcome = "finished" if isinstance(event, Finished) else "cancelled"
+                record.text, record.metrics = event.text, event.metrics
+            if exchange := self.exchanges.get(record.request_id):
+                exchange.post_message(Exchange.Ended())
+        if isinstance(event, Rejected):
+            self.notify(event.reason, title=f"Request #{event.request_id} not served", severity="error", timeout=10)
         if isinstance(event, Failed):
             self.notify(event.error, title=f"Request #{event.request_id} failed", severity="error", timeout=10)
-        self._handles.pop(event.request_id, None)
+        self._handles.pop(event.request_id or 0, None)
         engine = "ready" if not self.service.running_count() else self._status.status.engine
         self._status.change(engine=engine, queue=self.service.queue_length())
         self._show_latency()
@@ -466,9 +483,8 @@ class DashboardApp(App[int]):
         if not handle.done:
             self._handles[request_id] = handle
         prompt_input.value = ""
-        self.records[request_id] = RequestRecord(request_id, request, time.time())
-        exchange = Exchange(request_id, prompt, self.generation.describe())
-        self.exchanges[request_id] = exchange
+        record = self.records[request_id] = RequestRecord(request_id, request, time.time())
+        exchange = self.exchanges[request_id] = Exchange(record, self.generation.describe())
         await self.dashboard.query_one(Conversation).add(exchange)
 
     def set_generation(self, **changes) -> None:
@@ -486,7 +502,7 @@ class DashboardApp(App[int]):
     def action_stop(self) -> None:
         """Stop the running answer and drop the queued ones; with nothing to stop, leave
         the prompt so the single-key commands work."""
-        waiting = [rid for rid, record in self.records.items() if record.outcome == "pending"]
+        waiting = [rid for rid, record in self.records.items() if not record.ended]
         for request_id in reversed(waiting):  # queued ones first, so none starts as the running one stops
             self.service.cancel(request_id)
         if not waiting and isinstance(self.screen.focused, PromptInput):
@@ -560,7 +576,7 @@ class DashboardApp(App[int]):
         self._show_generation()
 
     async def action_clear_history(self) -> None:
-        ended = [rid for rid, record in self.records.items() if record.outcome != "pending"]
+        ended = [rid for rid, record in self.records.items() if record.ended]
         for request_id in ended:
             del self.records[request_id]
             await self.exchanges.pop(request_id).remove()

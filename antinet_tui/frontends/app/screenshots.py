@@ -65,7 +65,7 @@ async def _ask(pilot: Pilot, prompt: str) -> int:
 
 async def _finish(pilot: Pilot, request_id: int) -> None:
     app: DashboardApp = pilot.app
-    await _until(pilot, lambda: app.exchanges[request_id].outcome not in ("queued", "generating"), "the answer")
+    await _until(pilot, lambda: app.records[request_id].ended, "the answer")
     await pilot.pause(0.3)  # the final Markdown render and the panes
 
 
@@ -91,7 +91,7 @@ async def capture(directory: Path) -> None:
             _save(app, directory, "idle")
 
             story = await _ask(pilot, STORY)
-            await _until(pilot, lambda: app.exchanges[story].tokens >= MID_ANSWER_TOKENS, "the story to stream")
+            await _until(pilot, lambda: app.records[story].tokens >= MID_ANSWER_TOKENS, "the story to stream")
             await pilot.pause(0.1)
             _save(app, directory, "mid-answer")
             await _finish(pilot, story)

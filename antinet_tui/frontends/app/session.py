@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from antinet_tui.config import APP_NAME
 from antinet_tui.engine.protocol import GenerationRequest
@@ -21,15 +22,28 @@ from antinet_tui.runtime.events import jsonable
 from antinet_tui.runtime.metrics import RequestMetrics
 
 
+# queued and running until it ends; then the runtime's outcome: finished, cancelled,
+# failed, or rejected (it waited in the queue longer than the service allows)
+RequestOutcome = Literal["queued", "running", "finished", "cancelled", "failed", "rejected"]
+
+
 @dataclass
 class RequestRecord:
+    """One request the operator sent, the only copy of its text and state in the app:
+    the Exchange widget shows it, the export writes it."""
+
     request_id: int
     request: GenerationRequest
     submitted_wall: float
-    outcome: str = "pending"  # pending, finished, cancelled, failed
+    outcome: RequestOutcome = "queued"
     text: str = ""
+    tokens: int = 0  # tokens streamed so far
     error: str | None = None
     metrics: RequestMetrics | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome not in ("queued", "running")
 
 
 def write_export(directory: Path, kind: str, texts: dict[str, str]) -> list[Path]:

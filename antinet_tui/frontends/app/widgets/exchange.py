@@ -16,35 +16,30 @@ from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from antinet_tui.frontends.app.formatting import request_figures
-from antinet_tui.runtime.events import Cancelled, Failed, Finished
+from antinet_tui.frontends.app.session import RequestRecord
 
 
 class Exchange(Vertical):
+    """Shows one RequestRecord; the app updates the record, then tells the widget."""
+
     class TextArrived(Message):
-        def __init__(self, text: str, tokens: int) -> None:
+        def __init__(self, text: str) -> None:
             super().__init__()
             self.text = text
-            self.tokens = tokens
 
     class Ended(Message):
-        def __init__(self, event: Finished | Cancelled | Failed) -> None:
-            super().__init__()
-            self.event = event
+        """The record's outcome is final."""
 
-    def __init__(self, request_id: int, prompt: str, settings_note: str):
-        super().__init__(id=f"exchange-{request_id}", classes="exchange")
-        self.request_id = request_id
-        self.prompt = prompt
+    def __init__(self, record: RequestRecord, settings_note: str):
+        super().__init__(id=f"exchange-{record.request_id}", classes="exchange")
+        self.record = record
         self.settings_note = settings_note
-        self.text = ""
-        self.tokens = 0
-        self.outcome = "queued"  # queued, generating, finished, stopped, failed
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
         prompt = Text("› ", style="bold")
-        prompt.append(self.prompt)
-        prompt.append(f"   #{self.request_id} · {self.settings_note}", style="dim")
+        prompt.append(self.record.request.prompt)
+        prompt.append(f"   #{self.record.request_id} · {self.settings_note}", style="dim")
         yield Static(prompt, classes="prompt")
         yield Markdown(classes="answer")
         yield Static(Text("queued"), classes="figures")
@@ -54,37 +49,32 @@ class Exchange(Vertical):
         return self.query_one(".figures", Static)
 
     def mark_started(self) -> None:
-        self.outcome = "generating"
         self.figures.update(Text("generating…"))
 
     async def on_exchange_text_arrived(self, message: TextArrived) -> None:
         if self._stream is None:
             self._stream = Markdown.get_stream(self.query_one(Markdown))
-        self.text += message.text
-        self.tokens += message.tokens
         await self._stream.write(message.text)
-        self.figures.update(Text(f"generating… {self.tokens} tokens"), layout=False)  # same one line
+        self.figures.update(Text(f"generating… {self.record.tokens} tokens"), layout=False)  # same one line
 
-    async def on_exchange_ended(self, message: Ended) -> None:
-        event = message.event
+    async def on_exchange_ended(self, _: Ended) -> None:
+        record = self.record
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        if isinstance(event, (Finished, Cancelled)):
-            self.text = event.text
-        await self.query_one(Markdown).update(self.text)
-        figures = request_figures(event.metrics)
-        if isinstance(event, Finished):
-            self.outcome = "finished"
+        await self.query_one(Markdown).update(record.text)
+        figures = request_figures(record.metrics) if record.metrics is not None else ""
+        n = record.metrics.generated_tokens if record.metrics is not None else record.tokens
+        if record.outcome == "finished":
             line = Text(figures)
-        elif isinstance(event, Cancelled):
-            self.outcome = "stopped"
-            n = event.metrics.generated_tokens
+        elif record.outcome == "cancelled":
             line = Text("■ stopped", style="bold")
             line.append(f" · {figures}" if n else " before it started")  # figures give the count
+        elif record.outcome == "rejected":
+            line = Text("✗ refused", style="bold")
+            line.append(f": {record.error}")
         else:
-            self.outcome = "failed"
             line = Text("✗ failed", style="bold")
-            line.append(f": {event.error} · after {event.metrics.generated_tokens} tokens")
+            line.append(f": {record.error} · after {n} tokens")
         self.figures.update(line)
-        self.add_class(f"-{self.outcome}")
+        self.add_class(f"-{record.outcome}")
