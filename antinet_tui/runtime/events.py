@@ -192,13 +192,9 @@ TerminalEvent = Finished | Cancelled | Failed | Rejected
 
 
 def event_types() -> dict[str, type[Event]]:
-    """Every event class by kind, those defined elsewhere included (subclasses of Event)."""
-    found, stack = {}, list(Event.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        found[cls.kind] = cls
-        stack += cls.__subclasses__()
-    return found
+    """The runtime's event classes by kind (what a record or the wire may carry);
+    a frontend's own subclasses of Event stay its own."""
+    return {cls.kind: cls for cls in Event.__subclasses__() if cls.__module__ == __name__}
 
 
 def jsonable(value: Any) -> Any:

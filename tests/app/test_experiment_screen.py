@@ -23,15 +23,17 @@ async def open_experiment(pilot, modes: str, tokens: str, runs: str, warmup: str
 
 
 async def test_experiment_fills_the_table_and_gives_a_verdict(make_app, tmp_path):
-    app = make_app(FakeBackend(token_delay_s=0.01), log=True)  # the fake's burst halves every delay
+    app = make_app(FakeBackend(token_delay_s=0.03), log=True)  # the fake's burst halves every delay
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_experiment(pilot, "burst,default", "4,8", "3")
+        screen = await open_experiment(pilot, "burst,default", "6,12", "3", warmup="1")  # first use: imports, renders
         await pilot.click("#start")
         await wait_until(pilot, lambda: screen.report is not None, "the experiment to end", timeout=30)
         assert screen.query_one(DataTable).row_count == 4  # 2 modes x 2 token counts
+        await wait_for_text(pilot, "12 tokens: ")  # the verdicts, one line per token count
         text = screen_text(app)
         # the direction the fake builds in, for both token counts: burst about twice as fast
-        assert text.count("burst is ") >= 2 and text.count("× faster end-to-end") == 2
+        for tokens in (6, 12):
+            assert f"{tokens} tokens: burst is " in text and text.count("× faster end-to-end") == 2
         assert "slower" not in text and "no difference" not in text
         assert all(1.3 < c.e2e_speedup.ratio < 3 for c in screen.report.comparisons())
         assert "written to the session log" in text
@@ -41,7 +43,7 @@ async def test_experiment_fills_the_table_and_gives_a_verdict(make_app, tmp_path
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is app.dashboard, "back to the dashboard")
     records = [r for r in read_session(tmp_path / "session.jsonl") if r["kind"] == "experiment"]
-    assert len(records) == 1 and len(records[0]["runs"]) == 12
+    assert len(records) == 1 and len(records[0]["runs"]) == 16
     assert all(r["generated_tokens"] == r["token_count"] for r in records[0]["runs"])
 
 
