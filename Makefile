@@ -22,6 +22,8 @@ run: setup
 	$(BIN)/antinet-tui
 
 test: setup
+	$(BIN)/ruff check antinet_tui
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 screenshots: setup

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 APP_NAME = "antinet-tui"
 ENV_PREFIX = "ANTINET_"
@@ -157,9 +158,10 @@ def load_settings(cli: Mapping[str, Any] | None = None) -> Settings:
 
 # (setting, smallest allowed value, inclusive?) for the numbers that have a floor; the
 # generation settings are checked by the engine's own request validation
-_RANGES = (("queue_size", 1, True), ("max_queue_wait_s", 0, False), ("ctx", 1, True), ("slow_call_ms", 0, False), ("breaker_window", 1, True),
-           ("breaker_min_calls", 1, True), ("breaker_wait_s", 0, True), ("breaker_probes", 1, True),
-           ("refresh_s", 0.1, True), ("port", 0, True), ("drain_timeout_s", 0, True), ("max_body_bytes", 1, True))
+_RANGES = (("queue_size", 1, True), ("max_queue_wait_s", 0, False), ("ctx", 1, True), ("slow_call_ms", 0, False),
+           ("breaker_window", 1, True), ("breaker_min_calls", 1, True), ("breaker_wait_s", 0, True),
+           ("breaker_probes", 1, True), ("refresh_s", 0.1, True), ("port", 0, True), ("drain_timeout_s", 0, True),
+           ("max_body_bytes", 1, True))
 
 
 def _check_ranges(settings: Settings) -> None:

@@ -37,10 +37,10 @@ def packaged_model() -> Path | None:
 
 def resolve_model_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     if explicit:
-        path = Path(explicit).expanduser()
-        if not path.exists():
-            raise ModelNotFound(f"model file not found: {path}")
-        return path
+        given = Path(explicit).expanduser()
+        if not given.exists():
+            raise ModelNotFound(f"model file not found: {given}")
+        return given
     path = packaged_model()
     if path is None:
         raise ModelNotFound(f"no model found: {INSTALL_HINT}")

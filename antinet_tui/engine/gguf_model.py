@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -180,7 +181,8 @@ def _check_shapes(gf: GGUFFile, c: ModelConfig) -> None:
         expected |= {f"blk.{i}.attn_q.weight": (c.d_model, c.q_dim), f"blk.{i}.attn_k.weight": (c.d_model, c.kv_dim),
                      f"blk.{i}.attn_v.weight": (c.d_model, c.kv_dim),
                      f"blk.{i}.attn_output.weight": (c.q_dim, c.d_model),
-                     f"blk.{i}.ffn_gate.weight": (c.d_model, c.ffn_dim), f"blk.{i}.ffn_up.weight": (c.d_model, c.ffn_dim),
+                     f"blk.{i}.ffn_gate.weight": (c.d_model, c.ffn_dim),
+                     f"blk.{i}.ffn_up.weight": (c.d_model, c.ffn_dim),
                      f"blk.{i}.ffn_down.weight": (c.ffn_dim, c.d_model)}
     for name, shape in expected.items():
         tensor = gf.tensors.get(name)

@@ -9,7 +9,7 @@ cached weights are read into such a buffer instead (a read from the page cache).
 from __future__ import annotations
 
 import mmap
-from typing import BinaryIO
+from io import BufferedIOBase
 
 import numpy as np
 
@@ -69,9 +69,9 @@ def pack(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return packed
 
 
-def read_into_buffer(f: BinaryIO, size: int) -> np.ndarray:
+def read_into_buffer(f: BufferedIOBase, size: int) -> np.ndarray:
     buffer = huge_page_buffer(size)
-    view = memoryview(buffer)
+    view = memoryview(buffer)  # type: ignore[arg-type]  # numpy arrays export the buffer protocol
     filled = 0
     while filled < size:
         n = f.readinto(view[filled:])

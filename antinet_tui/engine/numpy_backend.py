@@ -65,7 +65,7 @@ class NumpyBackend(StepwiseBackend):
         progress(0.97, "warming up")
         # The first matmuls allocate BLAS buffers and wake its threads (~0.2 s here): pay
         # that now, so the first request's TTFT measures the model, not the start-up.
-        forward.prefill(np.zeros(min(16, transformer.n_ctx), dtype=np.int64), threading.Event())
+        forward.prefill([0] * min(16, transformer.n_ctx), threading.Event())
         info = ModelInfo(
             name=display_name(self.model_path),
             path=str(self.model_path),

@@ -10,9 +10,10 @@ a request is stamped by the runtime, just before it calls generate().
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class StopReason(str, Enum):
@@ -133,7 +134,10 @@ class Backend(Protocol):
     the methods itself, keeping the same contract.
     """
 
-    name: str  # the registry's name for it ("numpy", "onnx", "genie")
+    @property
+    def name(self) -> str:
+        """The registry's name for it ("numpy", "onnx", "genie"); a class attribute will do."""
+        ...
 
     def load(self, on_progress: OnProgress | None = None) -> ModelInfo:
         """Make the model ready to generate: read, build or fetch from a cache, warm up.

@@ -62,7 +62,7 @@ class VocabSpec:
     chat_template: str | None
 
     @classmethod
-    def from_gguf(cls, gf: Any) -> "VocabSpec":
+    def from_gguf(cls, gf: Any) -> VocabSpec:
         model = gf.get("tokenizer.ggml.model")
         if model is None:
             raise ModelFormatError(f"{gf.path}: the file carries no tokenizer (tokenizer.ggml.model)")
@@ -133,7 +133,7 @@ def _build_hf_tokenizer(spec: VocabSpec):
     from tokenizers import Tokenizer as HFTokenizer
 
     vocab = {tok: i for i, tok in enumerate(spec.tokens)}
-    merges = [tuple(m.split(" ", 1)) for m in spec.merges]
+    merges = [(left, right) for left, right in (m.split(" ", 1) for m in spec.merges)]
     hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=spec.pre in ("llama-bpe", "llama3")))
     gpt2_split = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if spec.pre == "smollm":  # digits one by one, then GPT-2's split

@@ -87,7 +87,7 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if report.interrupted:
-        return fail(report.stopped, interrupted_exit())
+        return fail(report.stopped or "interrupted", interrupted_exit())
     if report.stopped:
         return fail(report.stopped, Exit.REJECTED if report.refused else Exit.FAILED)
     return log_lost_exit(service, Exit.OK)

@@ -17,7 +17,6 @@ from antinet_tui import __version__
 from antinet_tui.config import APP_NAME, ConfigError, Settings, config_path, export_dir, load_settings
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.exit_codes import EXIT_CODES_HELP, Exit
-from antinet_tui.runtime.session_log import SessionLogError
 from antinet_tui.frontends.bench_cli import add_bench_parser, cmd_bench
 from antinet_tui.frontends.common import (
     LOG_CHOICE,
@@ -32,6 +31,7 @@ from antinet_tui.frontends.common import (
 )
 from antinet_tui.frontends.hub_cli import add_hub_parser, run_hub
 from antinet_tui.frontends.serve_cli import add_serve_parser, cmd_serve
+from antinet_tui.runtime.session_log import SessionLogError
 
 if TYPE_CHECKING:
     from antinet_tui.engine.protocol import GenerationRequest, ModelInfo, ModeReadback

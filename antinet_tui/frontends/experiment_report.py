@@ -95,9 +95,9 @@ def _ratio(r) -> str:
 def render_markdown(report) -> str:
     plan = report.plan
     cond = report.conditions
-    lines = [f"backend {report.backend}, model {Path(report.model).name}, {cond.get('cores')} cores; "
-             f"{plan.runs} runs per cell after {plan.warmup} warm-up, greedy, forced token counts; "
-             "median ± stddev (min–max)", ""]
+    lines = [(f"backend {report.backend}, model {Path(report.model).name}, {cond.get('cores')} cores; "
+              f"{plan.runs} runs per cell after {plan.warmup} warm-up, greedy, forced token counts; "
+              "median ± stddev (min–max)"), ""]
     lines += ["| mode | tokens | runs | TTFT ms | decode tok/s | prefill tok/s | end-to-end ms |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for tokens in plan.token_counts:
@@ -105,7 +105,7 @@ def render_markdown(report) -> str:
             cell = report.cell(mode, tokens)
             if cell is None:
                 continue
-            get = lambda k, d: _spread(cell[k], d) if k in cell else "n/a"  # noqa: E731
+            get = lambda k, d, cell=cell: _spread(cell[k], d) if k in cell else "n/a"
             lines.append(f"| {mode} | {tokens} | {cell['e2e_ms'].n} | {get('ttft_ms', 1)} | {get('decode_tok_s', 1)} "
                          f"| {get('prefill_tok_s', 0)} | {get('e2e_ms', 1)} |")
     comparisons = report.comparisons()
@@ -118,18 +118,18 @@ def render_markdown(report) -> str:
     tiers = report.tiers()
     if tiers:
         target, slow = tiers[0]["target_ms"], tiers[0]["slow_call_ms"]
-        lines += ["", f"| tokens | mode | median end-to-end ms | under {target:.0f} ms target "
-                      f"| under {slow:.0f} ms slow-call threshold |",
+        lines += ["", (f"| tokens | mode | median end-to-end ms | under {target:.0f} ms target "
+                       f"| under {slow:.0f} ms slow-call threshold |"),
                   "| ---: | --- | ---: | --- | --- |"]
         for t in tiers:
             lines.append(f"| {t['tokens']} | {t['mode']} | {t['median_e2e_ms']:.0f} | "
                          f"{'yes' if t['under_target'] else 'no'} | {'yes' if t['under_slow_call'] else 'no'} |")
     before, after = cond.get("before", {}), cond.get("after", {})
-    lines += ["", "conditions: "
-              f"CPU {before.get('cpu_mhz')} → {after.get('cpu_mhz')} MHz; "
-              f"load average {_load(before)} → {_load(after)}; "
-              f"other processes used {cond.get('others_cpu_share', 0):.0%} of the CPU; "
-              f"temperatures {_temps(after)}"]
+    lines += ["", ("conditions: "
+                   f"CPU {before.get('cpu_mhz')} → {after.get('cpu_mhz')} MHz; "
+                   f"load average {_load(before)} → {_load(after)}; "
+                   f"other processes used {cond.get('others_cpu_share', 0):.0%} of the CPU; "
+                   f"temperatures {_temps(after)}")]
     partial = sorted({r.readback.effective for r in report.results if r.readback.not_applied})
     if partial:
         lines.append(f"modes not fully applied: {', '.join(partial)} "

@@ -11,7 +11,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from antinet_tui.exit_codes import Exit
 from antinet_tui.hub.errors import HubError
@@ -146,7 +147,7 @@ def _print_profiles(profiles: list[ModeProfile], ratios: dict[str, float]) -> No
             print(f"{p.mode}: job {p.job_id} {p.status}: {p.failure or 'no reason given'} ({p.url})")
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from antinet_tui.exit_codes import Exit
 from antinet_tui.hub.client import find_device, hub_calls
@@ -90,11 +91,11 @@ class ModeProfile:
 
 def time_ratios(profiles: list[ModeProfile]) -> dict[str, float]:
     """Each measured mode's inference time divided by the first measured mode's."""
-    measured = [p for p in profiles if p.ok and p.inference_ms]
+    measured = [(p.mode, ms) for p in profiles if p.ok and (ms := p.inference_ms)]
     if not measured:
         return {}
-    baseline = measured[0].inference_ms
-    return {p.mode: p.inference_ms / baseline for p in measured}
+    baseline = measured[0][1]
+    return {mode: ms / baseline for mode, ms in measured}
 
 
 def resolve_model(client: Any, model: str) -> tuple[Any, str]:

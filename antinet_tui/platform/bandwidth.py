@@ -20,7 +20,8 @@ def read_bandwidth_gbs(threads: int, size_mib: int = 512, repeats: int = 7) -> f
     best = float("inf")
     for _ in range(repeats):
         barrier = threading.Barrier(threads + 1)
-        workers = [threading.Thread(target=lambda p=p: (barrier.wait(), np.add.reduce(p))) for p in parts]
+        workers = [threading.Thread(target=lambda p=p, barrier=barrier: (barrier.wait(), np.add.reduce(p)))
+                   for p in parts]
         for w in workers:
             w.start()
         barrier.wait()

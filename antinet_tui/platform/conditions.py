@@ -44,7 +44,7 @@ def snapshot() -> Snapshot:
         wall=time.time(),
         cpu_mhz=round(freq[0], 1) if freq else None,
         cpu_max_mhz=round(freq[1], 1) if freq and freq[1] else None,
-        load_average=tuple(round(x, 2) for x in load) if load else None,
+        load_average=(round(load[0], 2), round(load[1], 2), round(load[2], 2)) if load else None,
         temperatures_c=dict(temperatures() or ()),
         _busy_s=busy,
         _own_s=own.user + own.system + own.children_user + own.children_system,

@@ -28,7 +28,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import Capabilities, GenerationRequest, ModelInfo, ModeReadback
@@ -262,7 +262,7 @@ class RequestHandle:
         self._finalizer.detach()
         self.cancel()
 
-    def __enter__(self) -> RequestHandle:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -334,7 +334,7 @@ class Reservation:
     def release(self) -> None:
         self._release(self)
 
-    def __enter__(self) -> Reservation:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -175,9 +175,9 @@ class ExperimentReport:
                 if not pairs:
                     continue
                 e2e = paired_ratio([pb.e2e_ms for _, pb in pairs], [pa.e2e_ms for pa, _ in pairs])
-                with_decode = [(pa, pb) for pa, pb in pairs if pa.decode_tok_s and pb.decode_tok_s]
-                decode = (paired_ratio([pa.decode_tok_s for pa, _ in with_decode],
-                                       [pb.decode_tok_s for _, pb in with_decode])
+                with_decode = [(rate_a, rate_b) for pa, pb in pairs
+                               if (rate_a := pa.decode_tok_s) and (rate_b := pb.decode_tok_s)]
+                decode = (paired_ratio([rate_a for rate_a, _ in with_decode], [rate_b for _, rate_b in with_decode])
                           if with_decode else RatioEstimate(float("nan"), float("nan"), float("nan"), 0))
                 out.append(Comparison(tokens, a, b, e2e, decode, verdict(a, b, e2e, "end-to-end"),
                                       verdict(a, b, decode, "in decode tok/s")))

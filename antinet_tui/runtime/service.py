@@ -7,9 +7,9 @@ Two threads, both daemons:
   time and applies mode changes between requests.
 * the dispatcher thread writes each event's session-log record, then delivers the event
   to every subscriber and then to its request's handle (routed by request id), so
-  whatever a reader saw finish is already in the log and known to every subscriber. The engine thread only puts events on an
-  unbounded queue, so a slow subscriber (a UI repainting, a disk) never stalls
-  generation. The dispatcher also keeps time: it ends requests that waited too long
+  whatever a reader saw finish is already in the log and known to every subscriber.
+  The engine thread only puts events on an unbounded queue, so a slow subscriber (a UI
+  repainting, a disk) never stalls generation. The dispatcher also keeps time: it ends requests that waited too long
   and moves an OPEN breaker to HALF_OPEN when its wait is over.
 
 Ordering guarantees: events reach subscribers in the order they were emitted; a
@@ -56,7 +56,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import antinet_tui
 from antinet_tui.engine.errors import EngineError, InvalidRequest
@@ -284,7 +284,7 @@ class EngineService:
             for change in changes:
                 change._abort(f"the service stopped before mode {change.requested!r} was applied")
 
-    def __enter__(self) -> EngineService:
+    def __enter__(self) -> Self:
         if self._state is ServiceState.NOT_STARTED:
             self.start()
         return self

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import platformdirs
 
@@ -82,6 +82,7 @@ class SessionLog:
     def _end_a_cut_line(self) -> None:
         """A writer killed mid-record may have left a line without its newline: end it,
         so our first record starts a line of its own (the reader skips the cut one)."""
+        assert self._fd is not None and self.path is not None  # open
         size = os.fstat(self._fd).st_size
         if not size:
             return
@@ -123,6 +124,7 @@ class SessionLog:
     def _write_all(self, data: bytes, start: int) -> None:
         """One write of the whole line (O_APPEND: at the end, even with other writers).
         A short write is retried for the rest; a failure truncates back to `start`."""
+        assert self._fd is not None  # open
         view = memoryview(data)
         try:
             while view:
@@ -144,7 +146,7 @@ class SessionLog:
                 os.close(self._fd)
                 self._fd = None
 
-    def __enter__(self) -> SessionLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -8,4 +8,4 @@ qai_appbuilder: only the worker does, so this package imports on any machine.
 from antinet_tui.engine.genie.backend import GenieBackend
 from antinet_tui.engine.genie.bundle import PERF_PROFILES
 
-__all__ = ["GenieBackend", "PERF_PROFILES"]
+__all__ = ["PERF_PROFILES", "GenieBackend"]

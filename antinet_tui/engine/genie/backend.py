@@ -368,7 +368,7 @@ class GenieBackend:
         if self._worker is None:
             restart_seconds = self._start_worker()
         worker = self._worker
-        assert worker is not None
+        assert worker is not None and self._tokenizer is not None  # loaded
 
         worker.send(("query", prompt, _sampler_params(request)))
         stream = _Stream(request.max_new_tokens, on_token, self._tokenizer)

@@ -12,8 +12,8 @@ import re
 from antinet_tui.engine.errors import BackendUnavailable, EngineError, ModelFormatError
 
 INSTALL_HINT = (
-    "It exists only for Snapdragon devices: Windows on Snapdragon (ARM64 Python, or x64 Python as ARM64EC) and Linux aarch64 "
-    "boards. Install it with `pip install qai-appbuilder`, or the wheel matching your "
+    "It exists only for Snapdragon devices: Windows on Snapdragon (ARM64 Python, or x64 Python as ARM64EC) "
+    "and Linux aarch64 boards. Install it with `pip install qai-appbuilder`, or the wheel matching your "
     "Python from https://github.com/quic/ai-engine-direct-helper/releases "
     "(qai_appbuilder-<ver>-cp312-cp312-win_arm64.whl, ...-linux_aarch64.whl). "
     "Other machines: use --backend numpy."
@@ -54,26 +54,26 @@ _NATIVE_FAILURES: tuple[tuple[re.Pattern[str], type[EngineError], str], ...] = (
         re.compile(r"\b(14001|14002|1008|4000)\b|Transport layer setup failed|Failed to load skel"
                    r"|Stub lib id mismatch|Failed to create transport", re.IGNORECASE),
         NpuUnavailable,
-        "The Hexagon NPU runtime could not start (QNN device/transport error). Usually the "
-        "QNN/QAIRT libraries on the loader path do not match each other or the DSP skel "
-        "(check ADSP_LIBRARY_PATH on Linux, and that qai_appbuilder's version matches the "
-        "QAIRT version the bundle was compiled with), or another process holds the NPU: "
-        "close other NPU apps and retry.",
+        ("The Hexagon NPU runtime could not start (QNN device/transport error). Usually the "
+         "QNN/QAIRT libraries on the loader path do not match each other or the DSP skel "
+         "(check ADSP_LIBRARY_PATH on Linux, and that qai_appbuilder's version matches the "
+         "QAIRT version the bundle was compiled with), or another process holds the NPU: "
+         "close other NPU apps and retry."),
     ),
     (
         re.compile(r"\b5000\b|Create From Binary FAILED|Could not create context from binary",
                    re.IGNORECASE),
         NpuUnavailable,
-        "QNN could not load the bundle's context binaries: they were compiled for another "
-        "QAIRT version or another chipset. Re-export the bundle for this device "
-        "(--chipset) with the QAIRT version qai_appbuilder ships, or install the matching "
-        "qai_appbuilder.",
+        ("QNN could not load the bundle's context binaries: they were compiled for another "
+         "QAIRT version or another chipset. Re-export the bundle for this device "
+         "(--chipset) with the QAIRT version qai_appbuilder ships, or install the matching "
+         "qai_appbuilder."),
     ),
     (
         re.compile(r"Unable to find a valid interface|getQnnInterface FAILED", re.IGNORECASE),
         NpuUnavailable,
-        "The QNN HTP backend library could not be loaded: wrong or missing QNN libraries on "
-        "the loader path (PATH on Windows, LD_LIBRARY_PATH on Linux).",
+        ("The QNN HTP backend library could not be loaded: wrong or missing QNN libraries on "
+         "the loader path (PATH on Windows, LD_LIBRARY_PATH on Linux)."),
     ),
     (
         re.compile(r"Failed to open Genie config file", re.IGNORECASE),

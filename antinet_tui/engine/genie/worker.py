@@ -57,7 +57,7 @@ class _Output:
         os.close(fd)
         if sys.platform == "win32":
             _point_win32_std_handles_at_fds()
-        self._reader = open(path, encoding="utf-8", errors="replace")
+        self._reader = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 read for the child's life
 
     def new_text(self) -> str:
         """What was printed since the last call."""
@@ -74,7 +74,7 @@ def _point_win32_std_handles_at_fds() -> None:
 
     kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
     for fd, std_handle in ((1, -11), (2, -12)):  # STD_OUTPUT_HANDLE, STD_ERROR_HANDLE
-        kernel32.SetStdHandle(std_handle, msvcrt.get_osfhandle(fd))
+        kernel32.SetStdHandle(std_handle, msvcrt.get_osfhandle(fd))  # type: ignore[attr-defined,unused-ignore]
 
 
 def child_main(conn: Connection, spec: WorkerSpec) -> None:

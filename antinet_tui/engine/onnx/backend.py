@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from antinet_tui.engine.numpy_backend import chat_template, display_name, model_
 from antinet_tui.engine.protocol import ModelInfo, OnProgress
 from antinet_tui.engine.tokenizer import Tokenizer, VocabSpec
 from antinet_tui.engine.weight_cache import file_sha256
+
+if TYPE_CHECKING:
+    from antinet_tui.engine.onnx.runner import OnnxForward
 
 # MatMulNBits' accuracy_level (layers, LM head): 4 quantizes activations to int8 per
 # block of 32 (integer kernels, fast), 0 keeps them float32 (slower). "fp32-all" matches
@@ -53,7 +57,7 @@ class OnnxBackend(StepwiseBackend):
 
         self._cache = DecoderCache(cache_dir) if use_cache else None
         self._activations = activations
-        self._forward = None
+        self._forward: OnnxForward | None = None
         self._scratch: Path | None = None  # the built model when it could not be cached
 
     def _set_threads(self, n: int) -> int | None:
@@ -80,16 +84,18 @@ class OnnxBackend(StepwiseBackend):
         progress(0.93, "creating the ONNX Runtime session")
         try:
             forward = OnnxForward(model_file, cfg, n_ctx, threads=1)
-        except Exception as exc:  # onnxruntime's own Fail/InvalidGraph: a damaged or foreign file
+        except Exception as exc:  # noqa: BLE001 onnxruntime's own Fail/InvalidGraph: a damaged or foreign file
             if cached is None:
-                raise ModelFormatError(f"ONNX Runtime could not load the graph built from {self.model_path}: {exc}") from None
+                raise ModelFormatError(
+                    f"ONNX Runtime could not load the graph built from {self.model_path}: {exc}") from None
+            assert self._cache is not None  # it came from the cache
             self._cache.discard(digest, variant)  # cached but unusable: rebuild once, never trust it
             model_file, meta = self._build(digest, variant, progress)
             forward = OnnxForward(model_file, cfg, n_ctx, threads=1)
             cached = None
         self._forward = forward
         progress(0.97, "warming up")
-        forward.prefill(np.zeros(min(16, n_ctx), dtype=np.int64), threading.Event())
+        forward.prefill([0] * min(16, n_ctx), threading.Event())
         info = ModelInfo(
             name=display_name(self.model_path),
             path=str(self.model_path),

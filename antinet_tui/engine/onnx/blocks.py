@@ -92,7 +92,7 @@ def concat_rows(parts: list[NBitsWeight]) -> NBitsWeight:
         first.qtype, sum(p.n for p in parts), first.k, first.bits,
         np.concatenate([p.packed for p in parts]), np.concatenate([p.scales for p in parts]),
         None if first.zero_points is None else np.concatenate([p.zero_points for p in parts]),
-        None if minima[0] is None else np.concatenate(minima),
+        None if minima[0] is None else np.concatenate([m for m in minima if m is not None]),
     )
 
 

@@ -15,8 +15,9 @@ the same buffers as the past ones, so GroupQueryAttention appends in place.
 
 Weights stay as the file has them (see blocks.py); Q/K/V and gate/up are fused into one
 MatMulNBits each. Activations are (T, width) matrices, so Q4_1's correction is one Gemm
-that adds to the product (reshaped to (1, T, .) only around GroupQueryAttention). RoPE layout: llama files are converted with Q/K rows permuted for
-adjacent-pair rotation (`rotary_interleaved=1`); qwen2 files rotate halves (`=0`).
+that adds to the product (reshaped to (1, T, .) only around GroupQueryAttention). RoPE
+layout: llama files are converted with Q/K rows permuted for adjacent-pair rotation
+(`rotary_interleaved=1`); qwen2 files rotate halves (`=0`).
 """
 
 from __future__ import annotations
@@ -162,16 +163,16 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         (x,) = b.op("Gather", [table, "input_ids"], axis=0)
     (x,) = b.op("Reshape", [x, b.shape_const(-1, cfg.d_model)])  # activations are (T, width) throughout
 
-    cos, sin = rope_tables(cfg, cfg.context_length, _dequantize(gf, "rope_freqs.weight") if "rope_freqs.weight" in gf.tensors
-                           else None)
+    freqs = _dequantize(gf, "rope_freqs.weight") if "rope_freqs.weight" in gf.tensors else None
+    cos, sin = rope_tables(cfg, cfg.context_length, freqs)
     b.const("cos_cache", cos)
     b.const("sin_cache", sin)
     eps = float(cfg.norm_eps)
     interleaved = 1 if cfg.architecture == "llama" else 0
 
     residual = x
-    (h,) = b.op("SimplifiedLayerNormalization", [x, b.const("blk.0.attn_norm", _dequantize(gf, "blk.0.attn_norm.weight"))],
-                axis=-1, epsilon=eps, stash_type=1)
+    first_norm = b.const("blk.0.attn_norm", _dequantize(gf, "blk.0.attn_norm.weight"))
+    (h,) = b.op("SimplifiedLayerNormalization", [x, first_norm], axis=-1, epsilon=eps, stash_type=1)
     for i in range(cfg.n_layers):
         p = f"blk.{i}."
         bias = None
@@ -220,8 +221,8 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
     assert b.nodes[-1].output[0] == logits
     b.nodes[-1].output[0] = "logits"
 
-    kv_shape = [1, cfg.n_kv_heads, "n_ctx", cfg.head_dim]
-    inputs = [
+    kv_shape: list[str | int | None] = [1, cfg.n_kv_heads, "n_ctx", cfg.head_dim]
+    graph_inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "T"]),
         helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
         helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
@@ -229,9 +230,9 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, cfg.vocab_size])]
     for i in range(cfg.n_layers):
         for kind in ("key", "value"):
-            inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, kv_shape))
+            graph_inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, kv_shape))
             outputs.append(helper.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT, kv_shape))
-    graph = helper.make_graph(b.nodes, "antinet-decoder", inputs, outputs, b.initializers)
+    graph = helper.make_graph(b.nodes, "antinet-decoder", graph_inputs, outputs, b.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],
                               producer_name="antinet-tui")
     model.ir_version = 9

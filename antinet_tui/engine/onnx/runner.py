@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,10 @@ class OnnxForward:
         self.cfg = cfg
         self.n_ctx = n_ctx
         self.length = 0
-        self._session = None
+        # onnxruntime ships no type information: its session and bindings are Any
+        self._session: Any = None
+        self._prefill_binding: Any = None
+        self._step_binding: Any = None
         shape = (1, cfg.n_kv_heads, n_ctx, cfg.head_dim)
         nbytes = int(np.prod(shape)) * 4
         self._kv = [small_page_buffer(nbytes).view(np.float32).reshape(shape)

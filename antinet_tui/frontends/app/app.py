@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import psutil
 from textual import events, on, work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input
@@ -37,7 +37,6 @@ from antinet_tui.config import export_dir as config_export_dir
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.exit_codes import Exit
-from antinet_tui.frontends.common import LOG_CHOICE
 from antinet_tui.frontends.app import keys
 from antinet_tui.frontends.app.bridge import EngineBridge, EventsReady
 from antinet_tui.frontends.app.commands import DEFAULT_SOURCES, CommandSource
@@ -55,6 +54,7 @@ from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
 from antinet_tui.frontends.app.widgets.requests_pane import RequestsPane
 from antinet_tui.frontends.app.widgets.status_line import StatusLine
 from antinet_tui.frontends.app.widgets.system_pane import SystemPane
+from antinet_tui.frontends.common import LOG_CHOICE
 from antinet_tui.platform.system_stats import SystemSample, SystemSampler
 from antinet_tui.runtime.breaker import BreakerState
 from antinet_tui.runtime.client import EngineClient, EngineReserved, RequestHandle, ServiceState
@@ -110,8 +110,8 @@ class SystemSampled(Message):
 class DashboardApp(App[int]):
     CSS_PATH = "dashboard.tcss"
     TITLE = APP_NAME
-    BINDINGS = keys.bindings()
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # -short: a one-line prompt, to fit 24 rows
+    BINDINGS: ClassVar[list[BindingType]] = list(keys.bindings())
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # noqa: RUF012 (Textual's type)  # -short: a one-line prompt, to fit 24 rows
 
     def __init__(
         self,
@@ -148,7 +148,7 @@ class DashboardApp(App[int]):
         self.frozen = False
         self.requested_mode: str | None = settings.mode
         self.mode_note: str | None = None
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._quitting = threading.Event()  # stops the sampler thread
         self._handle_signals = False
         self._signal_exit: int | None = None  # 128 + the signal that made us quit
@@ -257,7 +257,7 @@ class DashboardApp(App[int]):
             self.pacer.resume()
             self.set_timer(self.pacer.interval, name=DRAIN_TIMER)
 
-    def on_timer(self, event: events.Timer) -> None:
+    async def on_timer(self, event: events.Timer) -> None:
         """The drain timer's tick (a Timer event, in order with the app's other messages):
         draw buffered tokens, then come back after the pacer's interval; only while an
         answer is being generated: idle, no timer runs at all."""
@@ -327,9 +327,7 @@ class DashboardApp(App[int]):
             if exchange := self.exchanges.get(event.request_id):
                 exchange.mark_started()
             self._status.change(engine=f"generating #{event.request_id}", queue=self.service.queue_length())
-        elif isinstance(event, (Finished, Cancelled, Failed)):
-            self._request_ended(event)
-        elif isinstance(event, Rejected) and event.request_id in self.records:  # waited too long in the queue
+        elif isinstance(event, (Finished, Cancelled, Failed, Rejected)):
             self._request_ended(event)
         elif isinstance(event, BreakerTransition):
             symbol, word = LABELS[event.to_state]
@@ -347,7 +345,10 @@ class DashboardApp(App[int]):
                             severity="error", timeout=30)
 
     def _request_ended(self, event: TerminalEvent) -> None:
-        if record := self.records.get(event.request_id or 0):
+        """Any request's end (the operator's, or a served one's): its record, the status
+        line and the panes. A refusal at submission was told when it was sent."""
+        record = self.records.get(event.request_id or 0)
+        if record is not None:
             if isinstance(event, Rejected):
                 record.outcome, record.error = "rejected", event.reason
             elif isinstance(event, Failed):
@@ -357,7 +358,7 @@ class DashboardApp(App[int]):
                 record.text, record.metrics = event.text, event.metrics
             if exchange := self.exchanges.get(record.request_id):
                 exchange.post_message(Exchange.Ended())
-        if isinstance(event, Rejected):
+        if isinstance(event, Rejected) and record is not None:  # the operator's, which waited too long
             self.notify(event.reason, title=f"Request #{event.request_id} not served", severity="error", timeout=10)
         if isinstance(event, Failed):
             self.notify(event.error, title=f"Request #{event.request_id} failed", severity="error", timeout=10)

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from textual.pilot import Pilot
 from textual.widgets import Input
@@ -54,7 +55,7 @@ async def _until(pilot: Pilot, condition: Callable[[], object], what: str, timeo
 
 
 async def _ask(pilot: Pilot, prompt: str) -> int:
-    app: DashboardApp = pilot.app
+    app = cast(DashboardApp, pilot.app)
     prompt_input = app.dashboard.query_one(PromptInput)
     prompt_input.focus()
     prompt_input.value = prompt
@@ -64,7 +65,7 @@ async def _ask(pilot: Pilot, prompt: str) -> int:
 
 
 async def _finish(pilot: Pilot, request_id: int) -> None:
-    app: DashboardApp = pilot.app
+    app = cast(DashboardApp, pilot.app)
     await _until(pilot, lambda: app.records[request_id].ended, "the answer")
     await pilot.pause(0.3)  # the final Markdown render and the panes
 
@@ -115,7 +116,7 @@ async def capture(directory: Path) -> None:
             app.action_experiment()
             await _until(pilot, lambda: isinstance(app.screen, ExperimentScreen) and app.screen.query("#warmup"),
                          "the experiment screen")
-            experiment = app.screen
+            experiment = cast(ExperimentScreen, app.screen)
             for field, value in (("#tokens", "8,16"), ("#runs", "3"), ("#warmup", "1")):
                 experiment.query_one(field, Input).value = value
             await pilot.click("#start")

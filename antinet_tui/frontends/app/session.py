@@ -21,7 +21,6 @@ from antinet_tui.frontends.app.formatting import request_figures
 from antinet_tui.runtime.events import jsonable
 from antinet_tui.runtime.metrics import RequestMetrics
 
-
 # queued and running until it ends; then the runtime's outcome: finished, cancelled,
 # failed, or rejected (it waited in the queue longer than the service allows)
 RequestOutcome = Literal["queued", "running", "finished", "cancelled", "failed", "rejected"]

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from antinet_tui.config import Settings
 from antinet_tui.engine.errors import EngineError
@@ -43,6 +43,7 @@ from antinet_tui.frontends.server.schemas import ParsedRequest, decode_json, par
 from antinet_tui.runtime.breaker import BreakerState
 from antinet_tui.runtime.client import EngineClient, RequestHandle
 from antinet_tui.runtime.events import TERMINAL_EVENTS, Cancelled, Event, Failed, Finished, Rejected, Started, Token
+from antinet_tui.runtime.metrics import RequestMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Served:
     status: int
     outcome: str  # finished / cancelled / failed / rejected / disconnected / error
     prompt: str = ""
-    metrics: object | None = None
+    metrics: RequestMetrics | None = None
     error: str | None = None
     wall: float = field(default_factory=time.time)
 
@@ -78,7 +79,7 @@ class ServerState:
 
     def __init__(self) -> None:
         self.draining = False
-        self.in_flight: set[object] = set()  # handles of generation requests being answered
+        self.in_flight: set[RequestHandle] = set()  # handles of generation requests being answered
         self.connections: Callable[[], int] = lambda: 0  # open HTTP connections (the runner sets it)
 
 
@@ -401,10 +402,12 @@ def _too_large(size: int, limit: int) -> APIError:
     return APIError(413, f"the request body is {size} bytes; the limit is {limit}", code="request_too_large")
 
 
-def _ended_early(event: Cancelled | Failed) -> APIError:
+def _ended_early(event: object) -> APIError:
+    """A Failed or Cancelled request's error (what else ended early says so in words)."""
     if isinstance(event, Failed):
         return APIError(500, f"the generation failed: {event.error}", type=SERVER_ERROR, code="generation_failed")
-    return APIError(503, f"the request was cancelled by the server after {len(event.token_ids)} tokens "
+    tokens = len(event.token_ids) if isinstance(event, Cancelled) else 0
+    return APIError(503, f"the request was cancelled by the server after {tokens} tokens "
                     "(shutdown, or the operator stopped it)", type=UNAVAILABLE, code="cancelled")
 
 

@@ -153,8 +153,8 @@ class _SnapshotCollector(Collector):
         service = GaugeMetricFamily(f"{PREFIX}_service_state", "The engine service's state: 1 for the state it is "
                                     "in.", labels=["state"])
         current = _value(c.state)
-        for state in ("not_started", "loading", "ready", "load_failed", "stopped"):
-            service.add_metric([state], 1 if _state_name(current) == state else 0)
+        for name in ("not_started", "loading", "ready", "load_failed", "stopped"):
+            service.add_metric([name], 1 if _state_name(current) == name else 0)
         yield service
 
         mode = c.mode()

@@ -103,7 +103,8 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def build_server(service: EngineClient, settings: Settings, on_served: Callable[[Served], None] | None = None) -> DrainingServer:
+def build_server(service: EngineClient, settings: Settings,
+                 on_served: Callable[[Served], None] | None = None) -> DrainingServer:
     """The HTTP server over `service` (any EngineClient), set up from `settings` (not started)."""
     state = ServerState()
     options = ServerOptions(settings, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
@@ -112,7 +113,7 @@ def build_server(service: EngineClient, settings: Settings, on_served: Callable[
 
 
 def make_server(app, state: ServerState, drain_timeout_s: float) -> DrainingServer:
-    config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=CANCEL_GRACE_S,
+    config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=int(CANCEL_GRACE_S),
                             lifespan="off", server_header=False)
     return DrainingServer(config, state, drain_timeout_s)
 

@@ -19,11 +19,11 @@ from typing import Any
 
 from antinet_tui.config import Settings
 from antinet_tui.engine.errors import InvalidRequest
-from antinet_tui.engine.protocol import GenerationRequest, Message
+from antinet_tui.engine.protocol import GenerationRequest, Message, Role
 from antinet_tui.engine.validation import validate_generation
 from antinet_tui.frontends.server.errors import APIError, bad_request, unsupported
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,8 @@ def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
         if body.get(name) not in (None, "none"):
             raise unsupported("tool and function calling", name)
     response_format = body.get("response_format")
-    if response_format is not None and not (isinstance(response_format, dict) and response_format.get("type") == "text"):
+    plain_text = isinstance(response_format, dict) and response_format.get("type") == "text"
+    if response_format is not None and not plain_text:
         raise unsupported("response_format other than {\"type\": \"text\"}", "response_format")
     for name in ("frequency_penalty", "presence_penalty"):
         value = body.get(name)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
@@ -38,11 +39,11 @@ COLUMNS = ("mode", "tokens", "runs", "TTFT ms", "decode tok/s", "prefill tok/s",
 
 
 class ExperimentScreen(Screen[None]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "stop_or_close", "Stop / close", id="experiment-stop"),
         Binding("ctrl+s", "export", "Export", id="experiment-export"),  # ctrl+e is the Inputs' end-of-line
     ]
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # -narrow: the form on two rows
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 (Textual's type)  # -narrow: the form on two rows
 
     class RunDone(Message):
         def __init__(self, result: RunResult, done: int, total: int) -> None:
@@ -87,7 +88,7 @@ class ExperimentScreen(Screen[None]):
             yield Static("Interleaved pairs on fixed prompts, greedy, forced token counts; "
                          "Enter or Start runs, Esc stops (finished runs are kept).", id="experiment-status")
             yield ProgressBar(id="experiment-progress", show_eta=False)
-            table = DataTable(id="experiment-table", zebra_stripes=True, cursor_type="none")
+            table: DataTable[str] = DataTable(id="experiment-table", zebra_stripes=True, cursor_type="none")
             table.add_columns(*COLUMNS)
             yield table
             yield Static("", id="experiment-verdict")
@@ -121,7 +122,7 @@ class ExperimentScreen(Screen[None]):
             self.notify(str(exc), title="Cannot start the experiment", severity="error", timeout=10)
             return
         self.plan, self.results, self.report = plan, [], None
-        self.experiment = Experiment(client, plan, on_run=lambda r, d, t: self.post_message(self.RunDone(r, d, t)))
+        self.experiment = Experiment(client, plan, on_run=self._run_done)
         self._worker_done.clear()
         total = len(schedule(plan))
         self.query_one(ProgressBar).update(total=total, progress=0)
@@ -132,6 +133,10 @@ class ExperimentScreen(Screen[None]):
         self.query_one("#start", Button).disabled = True
         self._run(self.experiment)
 
+    def _run_done(self, result: RunResult, done: int, total: int) -> None:
+        """On the experiment's thread: hand the run to the UI."""
+        self.post_message(self.RunDone(result, done, total))
+
     @work(thread=True, group="experiment", exit_on_error=False)
     def _run(self, experiment: Experiment) -> None:
         try:
@@ -141,7 +146,7 @@ class ExperimentScreen(Screen[None]):
             summary = summary_lines(report)
         except (ExperimentError, EngineError) as exc:  # e.g. the engine shut down under it
             self.post_message(self.Ended(None, error=str(exc)))
-        except Exception as exc:  # anything else: still end, so Start comes back
+        except Exception as exc:  # noqa: BLE001 anything else: still end, so Start comes back
             self.post_message(self.Ended(None, error=f"{type(exc).__name__}: {exc}"))
         else:
             self.post_message(self.Ended(report, summary))
@@ -167,6 +172,7 @@ class ExperimentScreen(Screen[None]):
             self._status(f"failed: {message.error}")
             return
         report = self.report = message.report
+        assert report is not None  # no error: the report came
         self.results = list(report.results)
         self._show_table()
         self.query_one("#experiment-verdict", Static).update("\n".join(message.summary) or "no comparison (one mode)")
@@ -184,7 +190,7 @@ class ExperimentScreen(Screen[None]):
                 cell = partial.cell(mode, tokens)
                 if cell is None:
                     continue
-                med = lambda key, digits: f"{cell[key].median:.{digits}f}" if key in cell else "n/a"  # noqa: E731
+                med = lambda key, digits, cell=cell: f"{cell[key].median:.{digits}f}" if key in cell else "n/a"
                 table.add_row(mode, str(tokens), str(cell["e2e_ms"].n), med("ttft_ms", 0),
                               med("decode_tok_s", 1), med("prefill_tok_s", 0), med("e2e_ms", 0))
 

@@ -7,9 +7,10 @@ number here with one from `antinet-tui run --json` must know they are the same n
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
@@ -49,7 +50,9 @@ answer is running applies before the next request. Mode changes go to the sessio
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,f1,question_mark,q", "dismiss", "Close help", id="close-help")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,f1,question_mark,q", "dismiss", "Close help", id="close-help"),
+    ]
 
     def __init__(self, key_display: Callable[[str], str], percentile_window: int):
         """`key_display(binding_id)` gives the key as the app has it mapped now."""

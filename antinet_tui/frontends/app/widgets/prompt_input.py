@@ -6,12 +6,14 @@ newest entry restores it, so browsing history never loses what was being typed.
 
 from __future__ import annotations
 
-from textual.binding import Binding
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
 from textual.widgets import Input
 
 
 class PromptInput(Input):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "history_previous", "Previous", tooltip="Previous prompt", id="history-previous"),
         Binding("down", "history_next", "Next", tooltip="Next prompt (back to the draft)", id="history-next"),
     ]

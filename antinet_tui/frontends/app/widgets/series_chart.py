@@ -10,6 +10,7 @@ it are drawn in the "over" colour, and the pane beside says how many (never colo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.text import Text
 from textual.widget import Widget
@@ -19,7 +20,7 @@ MAX_BAR_WIDTH = 3
 
 
 class SeriesChart(Widget):
-    COMPONENT_CLASSES = {"series-chart--bar", "series-chart--over"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"series-chart--bar", "series-chart--over"}
     DEFAULT_CSS = """
     SeriesChart { height: 1; }
     SeriesChart > .series-chart--bar { color: $accent; }
