@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from antinet_tui.engine.errors import EngineError
 from antinet_tui.engine.generation import LoadedModel, StepwiseBackend
 from antinet_tui.engine.gguf_model import (
     GGUFFile,
@@ -60,7 +61,12 @@ class NumpyBackend(StepwiseBackend):
             weights = pack(weights)
         cfg = ModelConfig(**meta["config"])
         vocab = VocabSpec(**meta["vocab"])
-        transformer = Transformer(cfg, weights, self._n_ctx)
+        try:
+            transformer = Transformer(cfg, weights, self._n_ctx)
+        except MemoryError:  # the context's caches are sized up front
+            n_ctx = min(self._n_ctx or cfg.context_length, cfg.context_length)
+            raise EngineError(f"not enough memory for a context of {n_ctx:,} tokens (the model's metadata says "
+                              f"{cfg.context_length:,}); cap it with --ctx, e.g. --ctx 4096") from None
         forward = NumpyForward(transformer)
         progress(0.97, "warming up")
         # The first matmuls allocate BLAS buffers and wake its threads (~0.2 s here): pay

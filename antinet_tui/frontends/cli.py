@@ -150,6 +150,9 @@ def configure_logging() -> None:
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # a diagnostics line the disk refuses is dropped: logging's default prints its own
+    # traceback to stderr (over the dashboard's screen) for every record it cannot write
+    logging.raiseExceptions = False
 
 
 def _request_from(settings: Settings, prompt: str) -> GenerationRequest:

@@ -65,7 +65,9 @@ def run_hub(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("antinet-tui hub: interrupted; jobs already submitted keep running on AI Hub",
               file=sys.stderr)
-        return Exit.INTERRUPTED
+        from antinet_tui.frontends.common import interrupted_exit
+
+        return interrupted_exit()  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 def _devices(args: argparse.Namespace) -> int:

@@ -159,3 +159,15 @@ def test_crlf_and_lone_cr_on_stdin_read_as_newlines(tiny_model, text):
 def test_crlf_in_the_prompt_argument(tiny_model):
     done = cli("run", "abc\r\nd", "--model", tiny_model, "--raw", "--max-new-tokens", "2", "--json", "--no-log")
     assert done.returncode == 0 and json.loads(done.stdout)["prompt_tokens"] == 5
+
+
+def test_a_full_disk_under_the_diagnostics_log_prints_no_logging_traceback(small_disk):
+    state = small_disk / "state"
+    (state / "antinet-tui" / "log").mkdir(parents=True)
+    fill(small_disk)
+    code = ("import logging; from antinet_tui.frontends.cli import configure_logging; configure_logging(); "
+            "logging.getLogger('antinet_tui').error('x' * 100_000); print('still here')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "XDG_STATE_HOME": str(state)})
+    assert done.returncode == 0 and done.stdout == "still here\n"
+    assert done.stderr == ""  # logging's "--- Logging error ---" traceback would be here

@@ -37,3 +37,15 @@ def test_broken_metadata_is_named(tmp_path, metadata, message):
                            "--max-new-tokens", "2"], capture_output=True, text=True)
     assert done.returncode == 3, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr and "Warning" not in done.stderr
+
+
+def test_a_context_too_large_for_memory_says_to_cap_it(tmp_path):
+    model = write_tiny_model(tmp_path / "m.gguf", metadata={"llama.context_length": 4_294_967_295})
+    done = subprocess.run([sys.executable, "-m", "antinet_tui", "run", "hi", "--model", str(model), "--no-log",
+                           "--backend", "numpy"], capture_output=True, text=True)
+    assert done.returncode == 3
+    assert "not enough memory for a context of 4,294,967,295 tokens" in done.stderr and "--ctx" in done.stderr
+    capped = subprocess.run([sys.executable, "-m", "antinet_tui", "run", "hi", "--model", str(model), "--no-log",
+                             "--backend", "numpy", "--ctx", "64", "--max-new-tokens", "2"], capture_output=True,
+                            text=True)
+    assert capped.returncode == 0, capped.stderr

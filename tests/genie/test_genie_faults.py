@@ -5,6 +5,7 @@ that fills the context, the binding versions without `debug`, and the realistic 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -114,3 +115,16 @@ def test_a_bundle_without_an_htp_extension_config_loads(bundle, make_backend):
     backend.load()
     assert backend.current_mode().settings["perf_profile"] is None
     assert run(backend, "hello", max_new_tokens=2)[0].text == " w0 w1"
+
+
+@pytest.mark.parametrize("size", ["abc", 0, -5, [1], 2.5, True])
+def test_a_bad_context_size_in_the_bundle_is_named(bundle, size):
+    from antinet_tui.engine.genie.bundle import GenieBundle
+    from antinet_tui.engine.genie.errors import GenieBundleError
+
+    config = json.loads(bundle.read_text())
+    config["dialog"]["context"]["size"] = size
+    bundle.write_text(json.dumps(config))
+    with pytest.raises(GenieBundleError, match=rf"dialog.context.size must be a positive integer \(tokens\), "
+                                               rf"got {re.escape(repr(size))}"):
+        GenieBundle.open(bundle)

@@ -128,6 +128,10 @@ class GenieBundle:
                 section["forecast-prefix-name"] = _absolute_prefix(
                     section["forecast-prefix-name"], config_dir
                 )
+        size = dialog.get("context", {}).get("size") if isinstance(dialog.get("context"), dict) else None
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise GenieBundleError(f"{config_path}: dialog.context.size must be a positive integer (tokens), "
+                                   f"got {size!r}")
         if missing:
             raise GenieBundleError(
                 f"The Genie bundle {config_dir} is incomplete; missing: " + "; ".join(missing)
@@ -143,7 +147,9 @@ class GenieBundle:
 
     @property
     def context_size(self) -> int:
-        return int(self.config["dialog"].get("context", {}).get("size", 0))
+        """Tokens the dialog holds (checked by open()); 0 when the config does not say."""
+        context = self.config["dialog"].get("context")
+        return int(context.get("size", 0)) if isinstance(context, dict) else 0
 
     @property
     def bundled_perf_profile(self) -> str | None:
