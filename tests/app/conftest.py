@@ -42,8 +42,8 @@ def make_app(tmp_path: Path, clock: FakeClock):
         )
         services.append(service)
         settings = settings or Settings(no_log=True, refresh_s=0.5)
-        return NotifiedDashboard(service, settings, sampler=FixedSampler(), export_dir=tmp_path / "exports",
-                                 **app_options)
+        app_options.setdefault("export_dir", tmp_path / "exports")
+        return NotifiedDashboard(service, settings, sampler=FixedSampler(), **app_options)
 
     yield make
     for service in services:

@@ -111,3 +111,17 @@ async def test_the_experiment_forms_empty_tokens_field_is_named_as_the_field(mak
         await pilot.click("#start")
         await wait_until(pilot, lambda: any("tokens is empty" in n for n in notifications(app)), "the refusal")
         assert not any("--tokens" in n for n in notifications(app))
+
+
+async def test_an_export_the_disk_refuses_is_said_plainly(make_app, tmp_path, small_disk):
+    app = make_app(FakeBackend(), export_dir=small_disk / "exports")
+    fill(small_disk)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for_text(pilot, "ready")
+        await send(pilot, "hi")
+        await wait_until(pilot, lambda: app.records and app.records[1].outcome == "finished", "the answer")
+        app.action_export_session()
+        await wait_until(pilot, lambda: any(n.startswith("Export failed") for n in notifications(app)), "the failure")
+        [failure] = [n for n in notifications(app) if n.startswith("Export failed")]
+        assert "No space left on device" in failure and "Errno" not in failure
+    assert not [p for p in (small_disk / "exports").rglob("*") if p.name.startswith(".")]  # no temp left behind
