@@ -7,6 +7,7 @@ printed here and one shown in the dashboard come from the same code.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -100,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     if args.command is not None:  # the dashboard handles SIGTERM in its own event loop
         end_on_termination_signals()
-    if args.command == "hub":  # AI Hub needs no model or engine
-        return run_hub(args)
     try:
+        if args.command == "hub":  # AI Hub needs no model or engine
+            return run_hub(args)
         settings = load_settings(cli={k: v for k, v in vars(args).items() if k != "command"})
         if args.command == "run":
             return cmd_run(args, settings)
@@ -128,6 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(Exit.BROKEN_PIPE)
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_FULL:
+            raise
+        # standard output on a full disk (`run ... > file`): every file we write ourselves
+        # reports its own errors, so this is stdout; the request was cancelled and recorded
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return fail(f"cannot write to standard output: {exc.strerror}", Exit.FAILED)
+
+
+_OUTPUT_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO}
 
 
 def log_path():

@@ -171,3 +171,24 @@ def test_a_full_disk_under_the_diagnostics_log_prints_no_logging_traceback(small
                           env={**os.environ, "XDG_STATE_HOME": str(state)})
     assert done.returncode == 0 and done.stdout == "still here\n"
     assert done.stderr == ""  # logging's "--- Logging error ---" traceback would be here
+
+
+@pytest.mark.parametrize("command", [["run", "hi", "--max-new-tokens", "4"], ["run", "hi", "--json", "--max-new-tokens", "4"], ["info"]])
+def test_standard_output_on_a_full_disk_is_a_message_not_a_traceback(tiny_model, tmp_path, dev_full, command):
+    log = tmp_path / "session.jsonl"
+    with open(dev_full, "w") as full:
+        done = subprocess.run([sys.executable, "-m", "antinet_tui", *command, "--model", str(tiny_model),
+                               "--log-file", str(log)], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1
+    assert done.stderr.endswith("antinet-tui: error: cannot write to standard output: No space left on device\n")
+    assert "Traceback" not in done.stderr
+    assert not read_session(log).skipped
+    if command == ["run", "hi", "--max-new-tokens", "4"]:  # the answer it could not print is recorded, cut short
+        assert [r["kind"] for r in read_session(log)][-1] == "cancelled"
+
+
+def test_locate_with_standard_output_full(dev_full):
+    with open(dev_full, "w") as full:
+        done = subprocess.run([sys.executable, "-m", "antinet_tui", "locate"], stdout=full, stderr=subprocess.PIPE,
+                              text=True)
+    assert done.returncode == 1 and "cannot write to standard output" in done.stderr
