@@ -25,7 +25,8 @@ def add_bench_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -
     bench.add_argument("--runs", type=int, default=5, help="measured runs per mode and token count (default 5)")
     bench.add_argument("--warmup", type=int, default=1,
                        help="discarded warm-up runs per mode and token count (default 1)")
-    bench.add_argument("--prompts", help="file with one prompt per line (default: three built-in prompts)")
+    bench.add_argument("--prompts", help="file with one prompt per line, '-' for standard input "
+                                         "(default: three built-in prompts)")
     bench.add_argument("--format", choices=FORMATS, default="md", help="report format (default md)")
     bench.add_argument("--output", help="write the results to this file ('-': stdout, the default); a symlink "
                                         "is written through, a device or FIFO written in place")

@@ -29,8 +29,14 @@ def parse_token_counts(text: str, name: str = "--tokens") -> tuple[int, ...]:
 
 
 def read_prompts(path: str) -> tuple[str, ...]:
+    """One prompt per line (any line ending: LF, CRLF, CR); `-` is standard input."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        if path == "-":
+            import sys
+
+            lines = sys.stdin.buffer.read().decode("utf-8").splitlines()
+        else:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ValueError(f"cannot read the prompts file: {exc.strerror}: {path}") from None
     except UnicodeDecodeError:

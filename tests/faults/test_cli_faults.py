@@ -192,3 +192,9 @@ def test_locate_with_standard_output_full(dev_full):
         done = subprocess.run([sys.executable, "-m", "antinet_tui", "locate"], stdout=full, stderr=subprocess.PIPE,
                               text=True)
     assert done.returncode == 1 and "cannot write to standard output" in done.stderr
+
+
+def test_bench_prompts_from_stdin_with_windows_line_endings(roomy_model):
+    done = cli(*BENCH, "--model", roomy_model, "--format", "json", "--prompts", "-", input="hello there\r\nsay hi\r\n")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["plan"]["prompts"] == ["hello there", "say hi"]
