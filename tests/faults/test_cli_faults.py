@@ -183,8 +183,8 @@ def test_standard_output_on_a_full_disk_is_a_message_not_a_traceback(tiny_model,
     assert done.stderr.endswith("antinet-tui: error: cannot write to standard output: No space left on device\n")
     assert "Traceback" not in done.stderr
     assert not read_session(log).skipped
-    if command == ["run", "hi", "--max-new-tokens", "4"]:  # the answer it could not print is recorded, cut short
-        assert [r["kind"] for r in read_session(log)][-1] == "cancelled"
+    if command[0] == "run":  # the answer it could not print is recorded (cut short if it was still running)
+        assert [r["kind"] for r in read_session(log)][-1] in ("cancelled", "finished")
 
 
 def test_locate_with_standard_output_full(dev_full):
