@@ -52,7 +52,8 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def roomy_model(tmp_path_factory) -> Path:
     """A tiny model with room for the built-in bench prompts."""
-    return write_tiny_model(tmp_path_factory.mktemp("models") / "roomy.gguf", context_length=512)
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "roomy.gguf", context_length=512,
+                            qtype=GGMLQuantizationType.Q8_0)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`antinet-tui bench`: a fair performance-mode experiment from the command line.
+"""`antinet-tui bench`: a fair performance-mode (or engine) experiment from the command line.
 
 The experiment itself (interleaving, forced token counts, statistics) lives in
 runtime/experiment.py, its text forms in experiment_report.py; this module is the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from antinet_tui.fileio import STDOUT, OutputError, check_output, write_atomically
 from antinet_tui.frontends.experiment_report import FORMATS, parse_modes, parse_token_counts, read_prompts, render
@@ -16,10 +17,15 @@ from antinet_tui.frontends.experiment_report import FORMATS, parse_modes, parse_
 
 def add_bench_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -> None:
     bench = sub.add_parser(
-        "bench", parents=parents, epilog=epilog, help="compare performance modes fairly (BURST vs default)",
-        description="Run the modes interleaved on the same prompts, forced to each token count, "
-                    "and report medians, spreads and paired ratios with 95 % bootstrap intervals.")
-    bench.add_argument("--modes", default="burst,default", help="comma-separated modes (default burst,default)")
+        "bench", parents=parents, epilog=epilog,
+        help="compare performance modes (BURST vs default) or engines (--backends numpy,onnx) fairly",
+        description="Run the modes (or, with --backends, the engines) interleaved on the same prompts, forced "
+                    "to each token count, and report medians, spreads and paired ratios with 95 % intervals "
+                    "(a t-interval on the log ratios below 20 pairs, a bootstrap from 20; no verdict below 3).")
+    bench.add_argument("--modes", help="comma-separated modes (default burst,default; with --backends one "
+                                       "mode, default burst)")
+    bench.add_argument("--backends", help="compare these engines instead of modes, e.g. numpy,onnx: each is "
+                                          "loaded, and every run uses the one --modes mode")
     bench.add_argument("--tokens", default="8,16,32,64",
                        help="comma-separated generated-token counts (default 8,16,32,64)")
     bench.add_argument("--runs", type=int, default=5, help="measured runs per mode and token count (default 5)")
@@ -39,11 +45,13 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
     from antinet_tui.frontends.common import fail, interrupted_exit, log_lost_exit, start_engine, watch_session_log
     from antinet_tui.runtime.experiment import DEFAULT_PROMPTS, Experiment, ExperimentError, ExperimentPlan, PlanError
 
+    backends = parse_modes(args.backends) if args.backends else ()
     try:
         plan = ExperimentPlan(
-            modes=parse_modes(args.modes),
+            modes=parse_modes(args.modes or ("burst" if backends else "burst,default")),
             token_counts=parse_token_counts(args.tokens), runs=args.runs, warmup=args.warmup,
-            prompts=read_prompts(args.prompts) if args.prompts else DEFAULT_PROMPTS, compare=args.compare)
+            prompts=read_prompts(args.prompts) if args.prompts else DEFAULT_PROMPTS, compare=args.compare,
+            backends=backends)
     except ValueError as exc:
         return fail(str(exc), Exit.USAGE)
 
@@ -55,26 +63,34 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
             check_output(output)
     except OutputError as exc:
         return fail(f"cannot write --output: {exc}", Exit.USAGE)
-    service = build_service(settings, modes_used=plan.modes)  # an unknown mode: EngineError, exit 2
     try:
         plan.validate()  # what can be checked before loading a model
     except PlanError as exc:
-        service.shutdown()
         return fail(str(exc), Exit.USAGE)
-    watch_session_log(service)
+    # a backend comparison loads one engine per backend; the first one writes the session log
+    engines = {name: replace(settings, backend=name, no_log=settings.no_log or i > 0)
+               for i, name in enumerate(backends)} or {settings.backend: settings}
+    services = {}
     try:
-        start_engine(service, sys.stderr.isatty(), settings.mode)
+        for name, engine_settings in engines.items():  # an unknown mode or backend: EngineError, exit 2
+            services[name] = build_service(engine_settings, modes_used=plan.modes)
+        service = next(iter(services.values()))
+        watch_session_log(service)
+        for engine in services.values():
+            start_engine(engine, sys.stderr.isatty(), settings.mode)
         try:
-            plan.validate_for(service)
+            for engine in services.values():
+                plan.validate_for(engine)
         except PlanError as exc:
             return fail(str(exc), Exit.USAGE)
         try:  # Ctrl-C (or SIGTERM) cancels the run in flight; the runs that finished are reported
-            report = Experiment(service, plan, on_run=_progress).run()
+            report = Experiment(service, plan, on_run=_progress, clients=services if backends else None).run()
         except ExperimentError as exc:
             return fail(str(exc), Exit.FAILED)
         service.log_record({"kind": "experiment", **report.to_record()})
     finally:
-        service.shutdown()
+        for engine in services.values():
+            engine.shutdown()
     text = render(report, args.format)
     if output is not None:
         try:
@@ -98,6 +114,6 @@ def _progress(result, done: int, total: int) -> None:
     m, run = result.metrics, result.run
     label = "warm-up" if run.warmup else f"pair {run.pair + 1}"
     decode = f"{m.decode_tok_s:.1f} tok/s" if m.decode_tok_s else "n/a"
-    print(f"[{done}/{total}] {run.mode:<10} {run.token_count:>4} tokens {label:<8} "
+    print(f"[{done}/{total}] {run.arm:<10} {run.token_count:>4} tokens {label:<8} "
           f"e2e {m.e2e_ms:7.0f} ms  decode {decode}", file=sys.stderr, flush=True)
 

@@ -52,7 +52,7 @@ def summary_lines(report) -> list[str]:
     lines = [f"{c.token_count} tokens: {c.verdict}" for c in report.comparisons()]
     tiers = report.tiers()
     if tiers:
-        under = [f"{t['mode']} {t['tokens']}" for t in tiers if t["under_target"]]
+        under = [f"{t['arm']} {t['tokens']}" for t in tiers if t["under_target"]]
         lines.append(f"median end-to-end under {tiers[0]['target_ms']:.0f} ms: {', '.join(under) or 'none'}")
     return lines + [f"warning: {w}" for w in report.warnings]
 
@@ -65,7 +65,7 @@ def render(report, fmt: str) -> str:
     return render_markdown(report)
 
 
-CSV_COLUMNS = ("token_count", "pair", "warmup", "mode", "prompt_index", "effective_mode", "threads", "nice",
+CSV_COLUMNS = ("token_count", "pair", "warmup", "backend", "mode", "prompt_index", "effective_mode", "threads", "nice",
                "ttft_ms", "decode_tok_s", "prefill_tok_s", "e2e_ms", "queue_wait_ms",
                "prompt_tokens", "generated_tokens", "stop_reason")
 
@@ -77,7 +77,8 @@ def render_csv(report) -> str:
     for r in report.results:
         m = r.metrics
         writer.writerow({
-            "token_count": r.run.token_count, "pair": r.run.pair, "warmup": r.run.warmup, "mode": r.run.mode,
+            "token_count": r.run.token_count, "pair": r.run.pair, "warmup": r.run.warmup,
+            "backend": r.run.backend or report.backend, "mode": r.run.mode,
             "prompt_index": r.run.prompt_index, "effective_mode": r.readback.effective,
             "threads": r.readback.settings.get("threads"), "nice": r.readback.settings.get("nice"),
             "ttft_ms": m.ttft_ms, "decode_tok_s": m.decode_tok_s, "prefill_tok_s": m.prefill_tok_s,
@@ -101,18 +102,20 @@ def _ratio(r) -> str:
 def render_markdown(report) -> str:
     plan = report.plan
     cond = report.conditions
-    lines = [(f"backend {report.backend}, model {Path(report.model).name}, {cond.get('cores')} cores; "
+    engines = (f"backends {', '.join(plan.backends)} in mode {plan.modes[0]}" if plan.backends
+               else f"backend {report.backend}")
+    lines = [(f"{engines}, model {Path(report.model).name}, {cond.get('cores')} cores; "
               f"{plan.runs} runs per cell after {plan.warmup} warm-up, greedy, forced token counts; "
               "median ± stddev (min–max)"), ""]
-    lines += ["| mode | tokens | runs | TTFT ms | decode tok/s | prefill tok/s | end-to-end ms |",
+    lines += [f"| {plan.arm_kind} | tokens | runs | TTFT ms | decode tok/s | prefill tok/s | end-to-end ms |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for tokens in plan.token_counts:
-        for mode in plan.modes:
-            cell = report.cell(mode, tokens)
+        for arm in plan.arms:
+            cell = report.cell(arm, tokens)
             if cell is None:
                 continue
             get = lambda k, d, cell=cell: _spread(cell[k], d) if k in cell else "n/a"
-            lines.append(f"| {mode} | {tokens} | {cell['e2e_ms'].n} | {get('ttft_ms', 1)} | {get('decode_tok_s', 1)} "
+            lines.append(f"| {arm} | {tokens} | {cell['e2e_ms'].n} | {get('ttft_ms', 1)} | {get('decode_tok_s', 1)} "
                          f"| {get('prefill_tok_s', 0)} | {get('e2e_ms', 1)} |")
     comparisons = report.comparisons()
     if comparisons:
@@ -121,14 +124,20 @@ def render_markdown(report) -> str:
         for c in comparisons:
             e, d = c.e2e_speedup, c.decode_ratio
             lines.append(f"| {c.token_count} | {c.mode_a} vs {c.mode_b} | {_ratio(e)} | {_ratio(d)} | {c.verdict} |")
+        from antinet_tui.runtime.stats import BOOTSTRAP_FROM_PAIRS, INTERVAL_METHODS, MIN_PAIRS_FOR_VERDICT
+
+        methods = sorted({INTERVAL_METHODS[m] for c in comparisons for m in (c.e2e_speedup.method, c.decode_ratio.method)
+                          if m != "none"})
+        lines.append(f"intervals: {'; '.join(methods) or 'none (one pair)'} (t below {BOOTSTRAP_FROM_PAIRS} pairs, "
+                     f"no verdict below {MIN_PAIRS_FOR_VERDICT})")
     tiers = report.tiers()
     if tiers:
         target, slow = tiers[0]["target_ms"], tiers[0]["slow_call_ms"]
-        lines += ["", (f"| tokens | mode | median end-to-end ms | under {target:.0f} ms target "
+        lines += ["", (f"| tokens | {plan.arm_kind} | median end-to-end ms | under {target:.0f} ms target "
                        f"| under {slow:.0f} ms slow-call threshold |"),
                   "| ---: | --- | ---: | --- | --- |"]
         for t in tiers:
-            lines.append(f"| {t['tokens']} | {t['mode']} | {t['median_e2e_ms']:.0f} | "
+            lines.append(f"| {t['tokens']} | {t['arm']} | {t['median_e2e_ms']:.0f} | "
                          f"{'yes' if t['under_target'] else 'no'} | {'yes' if t['under_slow_call'] else 'no'} |")
     before, after = cond.get("before", {}), cond.get("after", {})
     lines += ["", ("conditions: "

@@ -1,4 +1,4 @@
-"""A fair performance-mode experiment, run through the EngineService.
+"""A fair performance-mode (or engine) experiment, run through the EngineService.
 
 Design (what makes the comparison honest):
 * identical work per pair: the same fixed prompt, greedy decoding, and generation forced
@@ -11,6 +11,9 @@ Design (what makes the comparison honest):
 * runs are submitted as measurements: the circuit breaker neither stops nor counts them
   (long token counts exceed its slow-call threshold by design).
 
+A plan with `backends` compares engines the same way: one loaded engine per backend,
+every run in the plan's one mode, the backends interleaved as the modes would be.
+
 The CLI (`antinet-tui bench`) and the dashboard's Experiment screen both run this code.
 """
 
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -53,6 +57,18 @@ class ExperimentPlan:
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     compare: bool = True
     target_ms: float = LATENCY_TARGET_MS
+    # Engines to compare instead of modes: each backend runs every run in the one mode
+    # given, interleaved the same way (the arms are the backends).
+    backends: tuple[str, ...] = ()
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """What is compared: the backends when given, else the modes."""
+        return self.backends or self.modes
+
+    @property
+    def arm_kind(self) -> str:
+        return "backend" if self.backends else "mode"
 
     def validate(self, valid_modes: tuple[str, ...] | None = None, context_length: int | None = None,
                  longest_prompt_tokens: int = 0) -> None:
@@ -64,9 +80,15 @@ class ExperimentPlan:
                 raise PlanError(f"unknown mode {unknown[0]!r}; valid modes: {', '.join(valid_modes)}")
         if len(set(self.modes)) != len(self.modes):
             raise PlanError("a mode is listed twice")
-        if self.compare and len(self.modes) < 2:
-            raise PlanError("a comparison needs two modes (e.g. --modes burst,default); "
-                            "for a sweep of one mode pass --no-compare")
+        if len(set(self.backends)) != len(self.backends):
+            raise PlanError("a backend is listed twice")
+        if self.backends and len(self.modes) != 1:
+            raise PlanError("a backend comparison runs every backend in one mode: pass one mode "
+                            "(e.g. --modes burst)")
+        if self.compare and len(self.arms) < 2:
+            raise PlanError(f"a comparison needs two {self.arm_kind}s (e.g. "
+                            f"{'--backends numpy,onnx' if self.backends else '--modes burst,default'}); "
+                            f"for a sweep of one {self.arm_kind} pass --no-compare")
         if not self.modes:
             raise PlanError("no modes given")
         if self.runs < 1:
@@ -99,20 +121,28 @@ class ScheduledRun:
     pair: int  # 0.. for measured pairs; negative for warm-up pairs
     mode: str
     prompt_index: int
+    backend: str = ""  # set in a backend comparison: which engine ran it
 
     @property
     def warmup(self) -> bool:
         return self.pair < 0
+
+    @property
+    def arm(self) -> str:
+        return self.backend or self.mode
 
 
 def schedule(plan: ExperimentPlan) -> list[ScheduledRun]:
     runs = []
     for tokens in plan.token_counts:
         for i in range(plan.warmup + plan.runs):
-            shift = i % len(plan.modes)
-            order = plan.modes[shift:] + plan.modes[:shift]  # A B, B A, ... (rotates for >2)
-            for mode in order:
-                runs.append(ScheduledRun(tokens, i - plan.warmup, mode, i % len(plan.prompts)))
+            shift = i % len(plan.arms)
+            order = plan.arms[shift:] + plan.arms[:shift]  # A B, B A, ... (rotates for >2)
+            for arm in order:
+                if plan.backends:
+                    runs.append(ScheduledRun(tokens, i - plan.warmup, plan.modes[0], i % len(plan.prompts), arm))
+                else:
+                    runs.append(ScheduledRun(tokens, i - plan.warmup, arm, i % len(plan.prompts)))
     return runs
 
 
@@ -157,19 +187,20 @@ class ExperimentReport:
     def measured(self) -> list[RunResult]:
         return [r for r in self.results if not r.run.warmup]
 
-    def cell(self, mode: str, tokens: int) -> dict[str, Spread] | None:
-        rows = [r.metrics for r in self.measured if r.run.mode == mode and r.run.token_count == tokens]
+    def cell(self, arm: str, tokens: int) -> dict[str, Spread] | None:
+        """The figures of one arm (a mode, or a backend in a backend comparison)."""
+        rows = [r.metrics for r in self.measured if r.run.arm == arm and r.run.token_count == tokens]
         if not rows:
             return None
         return {f: Spread.of([getattr(m, f) for m in rows if getattr(m, f) is not None])
                 for f in FIGURES if any(getattr(m, f) is not None for m in rows)}
 
     def comparisons(self) -> list[Comparison]:
-        if not self.plan.compare or len(self.plan.modes) < 2:
+        if not self.plan.compare or len(self.plan.arms) < 2:
             return []
         out = []
-        a = self.plan.modes[0]
-        for b in self.plan.modes[1:]:
+        a = self.plan.arms[0]
+        for b in self.plan.arms[1:]:
             for tokens in self.plan.token_counts:
                 pairs = self._pairs(a, b, tokens)
                 if not pairs:
@@ -178,7 +209,7 @@ class ExperimentReport:
                 with_decode = [(rate_a, rate_b) for pa, pb in pairs
                                if (rate_a := pa.decode_tok_s) and (rate_b := pb.decode_tok_s)]
                 decode = (paired_ratio([rate_a for rate_a, _ in with_decode], [rate_b for _, rate_b in with_decode])
-                          if with_decode else RatioEstimate(float("nan"), float("nan"), float("nan"), 0))
+                          if with_decode else RatioEstimate(float("nan"), float("nan"), float("nan"), 0, "none"))
                 out.append(Comparison(tokens, a, b, e2e, decode, verdict(a, b, e2e, "end-to-end"),
                                       verdict(a, b, decode, "in decode tok/s")))
         return out
@@ -189,12 +220,12 @@ class ExperimentReport:
         slow_ms = self.conditions.get("slow_call_ms", BreakerConfig().slow_call_ms)
         rows = []
         for tokens in self.plan.token_counts:
-            for mode in self.plan.modes:
-                cell = self.cell(mode, tokens)
+            for arm in self.plan.arms:
+                cell = self.cell(arm, tokens)
                 if cell is None or "e2e_ms" not in cell:
                     continue
                 median = cell["e2e_ms"].median
-                rows.append({"tokens": tokens, "mode": mode, "median_e2e_ms": median,
+                rows.append({"tokens": tokens, "arm": arm, self.plan.arm_kind: arm, "median_e2e_ms": median,
                              "under_target": median < self.plan.target_ms, "target_ms": self.plan.target_ms,
                              "under_slow_call": median < slow_ms, "slow_call_ms": slow_ms})
         return rows
@@ -203,12 +234,13 @@ class ExperimentReport:
         """Everything, JSON-safe: plan, conditions, cells, comparisons, tiers, every run."""
         cells = []
         for tokens in self.plan.token_counts:
-            for mode in self.plan.modes:
-                cell = self.cell(mode, tokens)
+            for arm in self.plan.arms:
+                cell = self.cell(arm, tokens)
                 if cell is not None:
-                    cells.append({"mode": mode, "tokens": tokens, **cell})
+                    cells.append({self.plan.arm_kind: arm, "tokens": tokens, **cell})
         return jsonable({
             "plan": self.plan, "backend": self.backend, "model": self.model,
+            "interval_methods": {c.e2e_speedup.method for c in self.comparisons()} - {"none"},
             "conditions": self.conditions, "warnings": self.warnings, "stopped": self.stopped,
             "cells": cells,
             "comparisons": [{"tokens": c.token_count, "mode_a": c.mode_a, "mode_b": c.mode_b,
@@ -222,8 +254,8 @@ class ExperimentReport:
     def _pairs(self, a: str, b: str, tokens: int) -> list[tuple[RequestMetrics, RequestMetrics]]:
         by_pair: dict[int, dict[str, RequestMetrics]] = {}
         for r in self.measured:
-            if r.run.token_count == tokens and r.run.mode in (a, b):
-                by_pair.setdefault(r.run.pair, {})[r.run.mode] = r.metrics
+            if r.run.token_count == tokens and r.run.arm in (a, b):
+                by_pair.setdefault(r.run.pair, {})[r.run.arm] = r.metrics
         return [(p[a], p[b]) for _, p in sorted(by_pair.items()) if a in p and b in p]
 
 
@@ -243,8 +275,14 @@ class Experiment:
     HOLDER = "experiment"  # its reservation's holder, its runs' origin, its mode changes' requested_by
 
     def __init__(self, client: EngineClient, plan: ExperimentPlan, on_run: OnRun | None = None,
-                 mode_timeout_s: float = 60.0):
+                 mode_timeout_s: float = 60.0, clients: Mapping[str, EngineClient] | None = None):
+        """`clients`: for a backend comparison, a started, loaded engine per backend in
+        plan.backends (`client` may be one of them; it is the one whose mode is restored)."""
         self.client = client
+        self.clients = dict(clients or {})
+        missing = [b for b in plan.backends if b not in self.clients]
+        if missing:
+            raise ExperimentError(f"no engine given for backend {missing[0]!r}")
         self.plan = plan
         self.on_run = on_run
         self.mode_timeout_s = mode_timeout_s
@@ -260,9 +298,14 @@ class Experiment:
             handle.cancel()
 
     def run(self) -> ExperimentReport:
-        """Raises EngineError when the engine cannot be reserved (busy, or reserved)."""
-        with self.client.reserve(self.HOLDER):
+        """Raises EngineError when an engine cannot be reserved (busy, or reserved)."""
+        with ExitStack() as reservations:
+            for client in {id(c): c for c in (self.client, *self.clients.values())}.values():
+                reservations.enter_context(client.reserve(self.HOLDER))
             return self._run()
+
+    def _client_for(self, run: ScheduledRun) -> EngineClient:
+        return self.clients[run.backend] if run.backend else self.client
 
     def _run(self) -> ExperimentReport:
         stop = self._stop
@@ -278,8 +321,9 @@ class Experiment:
                 if stop.is_set():
                     report.stop_by_operator(done - 1, len(runs))
                     break
+                engine = self._client_for(scheduled)
                 try:
-                    readback = self._apply_mode(scheduled.mode)
+                    readback = self._apply_mode(scheduled.mode, engine)
                 except ExperimentError:
                     if not stop.is_set():
                         raise
@@ -288,14 +332,14 @@ class Experiment:
                 request = GenerationRequest(self.plan.prompts[scheduled.prompt_index],
                                             max_new_tokens=scheduled.token_count, temperature=0.0,
                                             ignore_eos=True)
-                outcome = self._measure(request)
+                outcome = self._measure(request, engine)
                 if isinstance(outcome, Cancelled) or stop.is_set():  # abort(), or Ctrl-C
                     report.stop_by_operator(done - 1, len(runs))
                     break
                 if not isinstance(outcome, Finished):
                     report.refused = isinstance(outcome, Rejected)
                     why = outcome.reason if isinstance(outcome, Rejected) else outcome.error
-                    report.stopped = f"run {done} of {len(runs)} ({scheduled.mode}, {scheduled.token_count} tokens) " \
+                    report.stopped = f"run {done} of {len(runs)} ({scheduled.arm}, {scheduled.token_count} tokens) " \
                                      f"did not finish: {why}"
                     break
                 result = RunResult(scheduled, outcome.metrics, readback)
@@ -320,9 +364,9 @@ class Experiment:
             report.warnings += warnings
         return report
 
-    def _measure(self, request: GenerationRequest) -> TerminalEvent:
+    def _measure(self, request: GenerationRequest, engine: EngineClient) -> TerminalEvent:
         """One run; abort() or Ctrl-C on this thread cancel it (its Cancelled is returned)."""
-        with self.client.submit(request, origin=self.HOLDER, measurement=True) as handle:
+        with engine.submit(request, origin=self.HOLDER, measurement=True) as handle:
             self._in_flight = handle
             try:
                 if self._stop.is_set():  # abort() came between the check and the submit
@@ -335,16 +379,17 @@ class Experiment:
             finally:
                 self._in_flight = None
 
-    def _apply_mode(self, mode: str) -> ModeReadback:
+    def _apply_mode(self, mode: str, engine: EngineClient | None = None) -> ModeReadback:
         """Apply a mode and wait for its readback (it applies between requests)."""
-        change = self.client.set_mode(mode, requested_by=self.HOLDER)
+        engine = engine or self.client
+        change = engine.set_mode(mode, requested_by=self.HOLDER)
         deadline = time.monotonic() + self.mode_timeout_s
         while True:  # in short waits, so abort() and a stopped engine end it promptly
             try:
                 event = change.wait(0.1)
                 break
             except TimeoutError:
-                if self._stop.is_set() or self.client.state is not ServiceState.READY:
+                if self._stop.is_set() or engine.state is not ServiceState.READY:
                     raise ExperimentError(f"stopped while applying mode {mode!r}") from None
                 if time.monotonic() > deadline:
                     raise ExperimentError(

@@ -80,7 +80,7 @@ def test_runs_are_forced_to_the_token_count_and_read_back_their_mode(service):
 
 
 def test_comparison_and_tiers_from_a_fake_whose_burst_is_twice_as_fast():
-    plan = ExperimentPlan(modes=("burst", "default"), token_counts=(20,), runs=3, warmup=0)
+    plan = ExperimentPlan(modes=("burst", "default"), token_counts=(20,), runs=6, warmup=0)  # t-interval: 6 pairs
     with EngineService(FakeBackend(token_delay_s=0.004), session_log=None) as service:  # burst halves delays
         assert service.wait_ready(5)
         report = Experiment(service, plan).run()

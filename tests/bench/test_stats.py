@@ -14,9 +14,26 @@ def test_spread_of_hand_computed_values():
 
 def test_paired_ratio_is_the_geometric_mean_of_pair_ratios():
     est = paired_ratio([2.0, 8.0], [1.0, 2.0])  # pair ratios 2 and 4
-    assert est.ratio == pytest.approx(math.sqrt(8))
-    # resampling two pairs gives only {2, sqrt 8, 4}; each extreme has 1/4 of the mass
-    assert (est.low, est.high) == (pytest.approx(2.0), pytest.approx(4.0))
+    assert est.ratio == pytest.approx(math.sqrt(8)) and est.method == "t"
+    # two pairs: t(0.975, 1 df) = 12.706 times the standard error of the log ratios,
+    # far wider than the pairs' range (2-4), which is all a bootstrap could give
+    half = 12.706 * (math.log(2) / math.sqrt(2)) / math.sqrt(2)
+    assert est.low == pytest.approx(math.sqrt(8) / math.exp(half))
+    assert est.high == pytest.approx(math.sqrt(8) * math.exp(half))
+    assert est.low < 0.1 and est.high > 50
+
+
+def test_t_interval_below_twenty_pairs_then_the_bootstrap():
+    rng = __import__("random").Random(5)
+    nums = [1.5 + rng.random() * 0.2 for _ in range(40)]
+    dens = [1.0] * 40
+    small, large = paired_ratio(nums[:5], dens[:5]), paired_ratio(nums, dens)
+    assert (small.method, large.method) == ("t", "bootstrap")
+    logs = [math.log(x) for x in nums[:5]]
+    mean = sum(logs) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / 4)
+    assert small.low == pytest.approx(math.exp(mean - 2.776 * sd / math.sqrt(5)))
+    assert large.low < large.ratio < large.high and large.high - large.low < small.high - small.low
 
 
 def test_identical_ratios_give_a_degenerate_interval():
@@ -36,6 +53,12 @@ def test_paired_ratio_rejects_bad_input():
         paired_ratio([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         paired_ratio([0.0], [1.0])
+
+
+def test_no_verdict_below_three_pairs():
+    assert verdict("a", "b", RatioEstimate(3.0, 2.9, 3.1, 2, "t"), "end-to-end") == \
+        "a vs b: 2 pairs, too few for a verdict (at least 3); ratio 3.00"
+    assert verdict("a", "b", paired_ratio([3.0], [1.0]), "x").startswith("a vs b: 1 pair, too few")
 
 
 def test_verdict_wording_and_threshold():

@@ -222,7 +222,7 @@ def test_bench_end_to_end_in_every_format(roomy_model, tmp_path):
     assert all(r["generated_tokens"] == r["token_count"] for r in runs)  # forced counts
     assert [r["mode"] for r in runs[:6]] == ["burst", "default", "default", "burst", "burst", "default"]
     assert {c["tokens"] for c in report["comparisons"]} == {3, 6}
-    assert all("end-to-end" in c["verdict"] for c in report["comparisons"])
+    assert all("2 pairs, too few for a verdict" in c["verdict"] for c in report["comparisons"])
     assert "[12/12]" in as_json.stderr  # progress on stderr
 
     rows = list(csv.DictReader(io.StringIO(cli(*base, "--format", "csv").stdout)))
@@ -247,6 +247,27 @@ def test_bench_end_to_end_in_every_format(roomy_model, tmp_path):
 def test_bench_bad_input_exits_2(roomy_model, args, message):
     done = cli("bench", "--model", roomy_model, "--no-log", *args)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_compares_backends(roomy_model, tmp_path):
+    done = cli("bench", "--model", roomy_model, "--backends", "numpy,onnx", "--tokens", "4", "--runs", "3",
+               "--warmup", "1", "--format", "json", "--log-file", tmp_path / "log.jsonl")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["plan"]["backends"] == ["numpy", "onnx"] and report["plan"]["modes"] == ["burst"]
+    runs = report["runs"]
+    assert [r["backend"] for r in runs] == ["numpy", "onnx", "onnx", "numpy", "numpy", "onnx", "onnx", "numpy"]
+    assert all(r["mode"] == r["readback"]["requested"] == "burst" for r in runs)
+    (comparison,) = report["comparisons"]
+    assert (comparison["mode_a"], comparison["mode_b"]) == ("numpy", "onnx")
+    assert comparison["e2e_speedup"]["method"] == "t" and report["interval_methods"] == ["t"]
+    assert {c["backend"] for c in report["cells"]} == {"numpy", "onnx"}
+    md = cli("bench", "--model", roomy_model, "--backends", "numpy,onnx", "--tokens", "4", "--runs", "2",
+             "--warmup", "0", "--no-log").stdout
+    assert md.startswith("backends numpy, onnx in mode burst") and "| backend | tokens |" in md
+    assert "2 pairs, too few for a verdict" in md and "intervals: t-interval on the log ratios" in md
+    assert cli("bench", "--model", roomy_model, "--backends", "numpy,onnx", "--modes", "burst,default",
+               "--no-log").stderr.count("runs every backend in one mode") == 1
 
 
 def test_bench_single_mode_sweep_with_no_compare(roomy_model):

@@ -218,3 +218,14 @@ def test_model_info_describes_the_model(models, tmp_path):
     blocks = sum(int(t.n_bytes) for t in reader.tensors if len(t.shape) == 2)
     # the blocks with float32 scales/minima (GGUF keeps them in float16): more bytes, same values
     assert blocks < info.weights_bytes < 2 * blocks
+
+
+def test_a_killed_builders_temp_folder_is_removed_on_load(models, tmp_path):
+    path = models[("llama", Q.Q4_0)]
+    loaded(OnnxBackend(path, cache_dir=tmp_path))
+    left = tmp_path / ".tmp-killed"  # as a builder killed mid-write leaves it: no lock held
+    left.mkdir()
+    (left / "model.onnx.data").write_bytes(b"\0" * 1000)
+    os.utime(left, (1, 1))
+    again = loaded(OnnxBackend(path, cache_dir=tmp_path))
+    assert again.model_info().details["from_cache"] and not left.exists()

@@ -6,7 +6,8 @@ ONNX Runtime maps it instead of copying it, which keeps the resident size down),
 manifest with the model's metadata (config, tokenizer, names), so a second launch never
 opens the GGUF, plus each file's size and SHA-256. A load checks them before trusting
 the files (~0.1 s): a truncated or altered entry is rebuilt. Entries are written to a
-temp folder and renamed into place.
+temp folder and renamed into place, under the same writer lock as the weight cache's, so
+a load clears temp folders a killed writer left behind (see weight_cache.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from antinet_tui.engine.weight_cache import default_cache_dir
+from antinet_tui.engine.weight_cache import TEMP_PREFIX, WRITER_LOCK, WeightCache, _lock, default_cache_dir
 
 FORMAT_VERSION = 2  # bump when the graph's layout changes
 MODEL_FILE = "model.onnx"
@@ -47,6 +48,7 @@ class DecoderCache:
 
     def load(self, digest: str, variant: str) -> CachedDecoder | None:
         """The entry, or None when absent or not exactly what was written."""
+        WeightCache(self.root).remove_abandoned()
         entry = self.entry_dir(digest, variant)
         try:
             manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
@@ -67,9 +69,11 @@ class DecoderCache:
         """`write(path)` saves the model at path (with its data file beside it)."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.entry_dir(digest, variant)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
+        lock = _lock(tmp / WRITER_LOCK)  # held until the folder is renamed or removed
         try:
             write(tmp / MODEL_FILE)
+            (tmp / WRITER_LOCK).unlink()  # the entry carries no lock file; ours stays held until closed
             files = {f.name: (f.stat().st_size, _sha256(f)) for f in sorted(tmp.iterdir())}
             manifest = {"format": FORMAT_VERSION, "sha256": digest, "variant": variant,
                         "source": str(source.resolve()), "files": files, "meta": meta}
@@ -83,6 +87,9 @@ class DecoderCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            if lock is not None:
+                os.close(lock)
         return final / MODEL_FILE
 
     def _remove_entries_for(self, source: Path, variant: str, keep: Path) -> None:
