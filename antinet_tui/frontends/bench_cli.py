@@ -63,10 +63,6 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
             check_output(output)
     except OutputError as exc:
         return fail(f"cannot write --output: {exc}", Exit.USAGE)
-    try:
-        plan.validate()  # what can be checked before loading a model
-    except PlanError as exc:
-        return fail(str(exc), Exit.USAGE)
     # a backend comparison loads one engine per backend; the first one writes the session log
     engines = {name: replace(settings, backend=name, no_log=settings.no_log or i > 0)
                for i, name in enumerate(backends)} or {settings.backend: settings}
@@ -74,6 +70,10 @@ def cmd_bench(args: argparse.Namespace, settings) -> int:
     try:
         for name, engine_settings in engines.items():  # an unknown mode or backend: EngineError, exit 2
             services[name] = build_service(engine_settings, modes_used=plan.modes)
+        try:
+            plan.validate()  # what can be checked before loading a model
+        except PlanError as exc:
+            return fail(str(exc), Exit.USAGE)
         service = next(iter(services.values()))
         watch_session_log(service)
         for engine in services.values():
