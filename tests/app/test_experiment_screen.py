@@ -25,7 +25,8 @@ async def open_experiment(pilot, modes: str, tokens: str, runs: str, warmup: str
 async def test_experiment_fills_the_table_and_gives_a_verdict(make_app, tmp_path):
     app = make_app(FakeBackend(token_delay_s=0.03), log=True)  # the fake's burst halves every delay
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_experiment(pilot, "burst,default", "6,12", "3", warmup="1")  # first use: imports, renders
+        # 5 pairs: the t-interval of 3 pairs (t = 4.30) is too wide to call a 2x fake on a busy machine
+        screen = await open_experiment(pilot, "burst,default", "6,12", "5", warmup="1")  # first use: imports, renders
         await pilot.click("#start")
         await wait_until(pilot, lambda: screen.report is not None, "the experiment to end", timeout=30)
         assert screen.query_one(DataTable).row_count == 4  # 2 modes x 2 token counts
@@ -43,7 +44,7 @@ async def test_experiment_fills_the_table_and_gives_a_verdict(make_app, tmp_path
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is app.dashboard, "back to the dashboard")
     records = [r for r in read_session(tmp_path / "session.jsonl") if r["kind"] == "experiment"]
-    assert len(records) == 1 and len(records[0]["runs"]) == 16
+    assert len(records) == 1 and len(records[0]["runs"]) == 24  # (5 pairs + 1 warm-up) x 2 modes x 2 counts
     assert all(r["generated_tokens"] == r["token_count"] for r in records[0]["runs"])
 
 
