@@ -126,8 +126,8 @@ def render_markdown(report) -> str:
             lines.append(f"| {c.token_count} | {c.mode_a} vs {c.mode_b} | {_ratio(e)} | {_ratio(d)} | {c.verdict} |")
         from antinet_tui.runtime.stats import BOOTSTRAP_FROM_PAIRS, INTERVAL_METHODS, MIN_PAIRS_FOR_VERDICT
 
-        methods = sorted({INTERVAL_METHODS[m] for c in comparisons for m in (c.e2e_speedup.method, c.decode_ratio.method)
-                          if m != "none"})
+        used = {m for c in comparisons for m in (c.e2e_speedup.method, c.decode_ratio.method)}
+        methods = sorted(INTERVAL_METHODS[m] for m in used if m != "none")
         lines.append(f"intervals: {'; '.join(methods) or 'none (one pair)'} (t below {BOOTSTRAP_FROM_PAIRS} pairs, "
                      f"no verdict below {MIN_PAIRS_FOR_VERDICT})")
     tiers = report.tiers()
