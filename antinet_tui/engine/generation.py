@@ -182,7 +182,7 @@ class StepwiseBackend(ABC):
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         model = self._require_loaded()
-        text = model.template.render(request.prompt, request.system) if request.chat else request.prompt
+        text = model.template.render_conversation(request.conversation()) if request.chat else request.prompt
         return model.tokenizer.encode(text)
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:

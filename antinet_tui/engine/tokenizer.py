@@ -9,10 +9,12 @@ without ever splitting a UTF-8 character, however the byte-level tokens cut it.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from antinet_tui.engine.errors import ModelFormatError
+from antinet_tui.engine.protocol import Message
 
 # GGUF token types (llama.cpp's llama_token_type).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -191,10 +193,16 @@ class ChatTemplate:
         self._bos, self._eos = bos_token, eos_token
 
     def render(self, user: str, system: str | None = None) -> str:
+        """One user turn (and a system text; None keeps the template's default)."""
+        turns = (Message("system", system),) if system is not None else ()
+        return self.render_conversation((*turns, Message("user", user)))
+
+    def render_conversation(self, turns: Sequence[Message]) -> str:
+        """A conversation (system / user / assistant turns, in order), ending with the
+        opening of the assistant's next turn, as the model was trained to see it."""
         from jinja2.exceptions import TemplateError
 
-        messages = [{"role": "system", "content": system}] if system is not None else []
-        messages.append({"role": "user", "content": user})
+        messages = [{"role": turn.role, "content": turn.content} for turn in turns]
         try:
             return self._template.render(messages=messages, add_generation_prompt=True,
                                          bos_token=self._bos, eos_token=self._eos)

@@ -12,25 +12,43 @@ import unicodedata
 from collections.abc import Sequence
 
 from antinet_tui.engine.errors import InvalidRequest, UnknownMode
-from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.engine.protocol import GenerationRequest, Message
 
 _ALLOWED_CONTROLS = {"\n", "\t"}
 
 
-def validate_prompt(text: str) -> None:
+def validate_prompt(text: str, what: str = "prompt") -> None:
+    """Text the model is given: not empty, valid UTF-8, no control characters but
+    newline and tab. `what` names it in the message ("prompt", "messages[2].content")."""
     if not isinstance(text, str):
-        raise InvalidRequest(f"prompt must be text, got {type(text).__name__}")
+        raise InvalidRequest(f"{what} must be text, got {type(text).__name__}")
     if not text.strip():
-        raise InvalidRequest("prompt is empty" if not text else "prompt is only whitespace")
+        raise InvalidRequest(f"{what} is empty" if not text else f"{what} is only whitespace")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidRequest(
-            f"prompt is not valid UTF-8: lone surrogate U+{ord(text[exc.start]):04X} at position {exc.start}"
+            f"{what} is not valid UTF-8: lone surrogate U+{ord(text[exc.start]):04X} at position {exc.start}"
         ) from None
     for position, char in enumerate(text):
         if char not in _ALLOWED_CONTROLS and unicodedata.category(char) == "Cc":
-            raise InvalidRequest(f"prompt contains control character U+{ord(char):04X} at position {position}")
+            raise InvalidRequest(f"{what} contains control character U+{ord(char):04X} at position {position}")
+
+
+ROLES = ("system", "user", "assistant")
+
+
+def validate_conversation(messages: Sequence[Message], chat: bool) -> None:
+    """A conversation: each turn a known role with text; at least one user or assistant
+    turn; rendered by the chat template, so a raw request cannot carry one."""
+    if not chat:
+        raise InvalidRequest("a conversation (messages) needs the chat template; it cannot be sent raw")
+    for i, message in enumerate(messages):
+        if message.role not in ROLES:
+            raise InvalidRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {message.role!r}")
+        validate_prompt(message.content, f"messages[{i}].content")
+    if all(message.role == "system" for message in messages):
+        raise InvalidRequest("messages holds no user or assistant turn")
 
 
 def validate_request(
@@ -38,7 +56,10 @@ def validate_request(
 ) -> None:
     """The whole request. Checks that need the model (context, token count) are skipped
     while those are unknown (None): the runtime makes them (`validate_fits`) once it knows."""
-    validate_prompt(request.prompt)
+    if request.messages:
+        validate_conversation(request.messages, request.chat)
+    else:
+        validate_prompt(request.prompt)
     validate_generation(request)
     if context_length is not None:
         validate_fits(request, context_length, prompt_tokens)

@@ -19,7 +19,8 @@ from antinet_tui.engine.genie.errors import (
     GenieWorkerHung,
     NpuUnavailable,
 )
-from antinet_tui.engine.protocol import Backend, GenerationRequest, StopReason
+from antinet_tui.engine.genie.templates import BUILTIN_FORMATS
+from antinet_tui.engine.protocol import Backend, GenerationRequest, Message, StopReason
 
 REPLY = "".join(f" w{i}" for i in range(12))  # the fake's full answer
 
@@ -191,3 +192,32 @@ def test_prompt_beyond_the_context_is_rejected(bundle, make_backend):
     backend.load()
     with pytest.raises(InvalidRequest, match="context holds 512"):
         run(backend, prompt="hello " * 600)
+
+
+def test_a_stop_string_ends_the_reply_before_it_even_across_chunks(bundle, make_backend):
+    backend = make_backend(bundle)
+    backend.load()
+    # the fake streams " w0", " w1 w2", " w3", " w4 w5", ...: "3 w4" spans two chunks
+    result, tokens = run(backend, max_new_tokens=100, stop=("3 w4",))
+    assert result.stop_reason is StopReason.STOP_STRING and result.backend_profile["stop_string"] == "3 w4"
+    assert result.text == " w0 w1 w2 w" == "".join(text for _, text in tokens)
+    assert not any("3" in text for _, text in tokens)  # not even the part in the first chunk
+    assert result.backend_profile["genie_generated_tokens"] < 12  # Stop() reached Genie
+
+    held, tokens = run(backend, max_new_tokens=100, stop=(" w11 and more",))  # starts, never completes
+    assert held.stop_reason is StopReason.EOS and held.text == REPLY == "".join(text for _, text in tokens)
+
+
+def test_a_conversation_is_sent_in_the_bundles_chat_format(bundle, make_backend):
+    backend = make_backend(bundle)
+    backend.load()
+    turns = (Message("user", "Hi"), Message("assistant", "Hello!"), Message("user", "Capital of France?"))
+    conversation = GenerationRequest("", messages=turns, max_new_tokens=3)
+    rendered = GenerationRequest(BUILTIN_FORMATS["chatml"].render_conversation(turns), chat=False)
+    assert backend.count_prompt_tokens(conversation) == backend.count_prompt_tokens(rendered)
+    result = backend.generate(conversation, lambda *_: None, threading.Event())
+    assert result.backend_profile["genie_prompt_tokens"] == backend.count_prompt_tokens(rendered)  # what Genie got
+    raw = make_backend(bundle, chat_template="raw")
+    raw.load()
+    with pytest.raises(InvalidRequest, match="no known chat format, so a conversation cannot be rendered"):
+        raw.count_prompt_tokens(conversation)

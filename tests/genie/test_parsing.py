@@ -16,6 +16,7 @@ from antinet_tui.engine.genie.errors import (
 )
 from antinet_tui.engine.genie.profile import figures, query_events
 from antinet_tui.engine.genie.templates import BUILTIN_FORMATS, choose_format
+from antinet_tui.engine.protocol import Message
 
 # Abridged from a real `genie-t2t-run --profile` output: the metric names and units Genie emits
 # for GenieDialog_create and GenieDialog_query events.
@@ -91,3 +92,35 @@ def test_bundle_prompt_json_wins_and_bad_choices_are_named(tmp_path):
     assert chosen.render("Hi", "Be brief.") == "<sys> Be brief. </sys><u> Hi </u><a>"
     with pytest.raises(GenieBundleError, match="neither a known format"):
         choose_format("vicuna", tmp_path, tmp_path / "tokenizer.json")
+
+
+CONVERSATION = (Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello!"),
+                Message("user", "Capital of France?"))
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("chatml", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+               "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nCapital of France?<|im_end|>\n"
+               "<|im_start|>assistant\n"),
+    ("llama3", "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+               "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+               "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+               "<|start_header_id|>user<|end_header_id|>\n\nCapital of France?<|eot_id|>"
+               "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    ("phi3", "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n"
+             "<|user|>\nCapital of France?<|end|>\n<|assistant|>\n"),
+    ("llama2", "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Capital of France? [/INST]"),
+])
+def test_a_conversation_in_each_builtin_format(name, expected):
+    assert BUILTIN_FORMATS[name].render_conversation(CONVERSATION) == expected
+
+
+def test_a_prompt_json_closes_an_assistant_turn_with_its_end_of_turn_marker(tmp_path):
+    write_tokenizer(tmp_path / "tokenizer.json")
+    (tmp_path / "prompt.json").write_text(json.dumps({
+        "prompt_system": "<sys> string </sys>", "prompt_user": "<u> string </u>", "prompt_start": "<a>"}))
+    chosen = choose_format(None, tmp_path, tmp_path / "tokenizer.json")
+    assert chosen.render_conversation(CONVERSATION) == (
+        "<sys> Be brief. </sys><u> Hi </u><a>Hello! </u><u> Capital of France? </u><a>")
+    no_system = chosen.render_conversation((Message("user", "Hi"),))
+    assert no_system.startswith("<sys> You are a helpful assistant. </sys>")

@@ -391,3 +391,15 @@ def test_a_metrics_summary_round_trips_too():
     from antinet_tui.runtime.events import from_jsonable, jsonable
 
     assert from_jsonable(MetricsSummary, json.loads(json.dumps(jsonable(summary)))) == summary
+
+
+def test_a_conversation_is_previewed_by_its_last_user_turn(running):
+    from antinet_tui.engine.protocol import Message
+
+    service, _ = running(FakeBackend())
+    conversation = (Message("system", "be brief"), Message("user", "hi"), Message("assistant", "hello"),
+                    Message("user", "and the capital of France?"))
+    handle = service.submit(GenerationRequest("", messages=conversation, max_new_tokens=2))
+    accepted = next(iter(handle))
+    assert isinstance(accepted, Accepted) and accepted.prompt == "and the capital of France?"
+    assert isinstance(handle.result(5), Finished)

@@ -27,7 +27,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from antinet_tui.engine.errors import EngineError, UnknownMode
+from antinet_tui.engine.errors import EngineError, InvalidRequest, UnknownMode
 from antinet_tui.engine.genie.bundle import PERF_PROFILES, GenieBundle
 from antinet_tui.engine.genie.errors import (
     INSTALL_HINT,
@@ -53,6 +53,7 @@ from antinet_tui.engine.protocol import (
     OnToken,
     StopReason,
 )
+from antinet_tui.engine.stop_strings import StopStrings
 from antinet_tui.engine.validation import validate_request
 
 NO_TOKEN_ID = -1  # a chunk the tokenizer maps to no id still counts as one token
@@ -348,7 +349,10 @@ class GenieBackend:
         if self._tokenizer is None:
             raise EngineError("the Genie backend is not loaded yet: call load() first")
         if request.chat and self._chat_format is not None:
-            return self._chat_format.render(request.prompt, request.system)
+            return self._chat_format.render_conversation(request.conversation())
+        if request.messages:
+            raise InvalidRequest("this bundle has no known chat format, so a conversation cannot be rendered; "
+                                 "name one with chat_template (llama3, chatml, phi3, llama2 or a prompt.json)")
         return request.prompt
 
     def _encode(self, text: str) -> list[int]:
@@ -371,7 +375,7 @@ class GenieBackend:
         assert worker is not None and self._tokenizer is not None  # loaded
 
         worker.send(("query", prompt, _sampler_params(request)))
-        stream = _Stream(request.max_new_tokens, on_token, self._tokenizer)
+        stream = _Stream(request.max_new_tokens, on_token, self._tokenizer, StopStrings(request.stop))
         done: dict[str, Any] | None = None
         stop_sent = False
         cancel_deadline: float | None = None
@@ -389,11 +393,12 @@ class GenieBackend:
                 continue  # cancel was set while waiting
             if message[0] == "chunk":
                 stream.add(message[1], time.perf_counter_ns())
-                if stream.full and not stop_sent:
+                if stream.ended and not stop_sent:
                     worker.send(("stop",))
                     stop_sent = True
             elif message[0] == "done":
                 done = message[1]
+                stream.finish(time.perf_counter_ns())  # a held tail that never became a stop string
             elif message[0] == "query_error":
                 raise GenieQueryFailed(f"Genie rejected the query: {message[1].strip()}")
 
@@ -416,7 +421,10 @@ class GenieBackend:
             profile["not_applied"] = not_applied  # the binding has no way to set these
 
         generated = len(stream.ids)
-        if cancel.is_set():
+        if stream.stops.matched is not None:
+            stop_reason = StopReason.STOP_STRING
+            profile["stop_string"] = stream.stops.matched
+        elif cancel.is_set():
             stop_reason = StopReason.CANCELLED
         elif stream.full:
             stop_reason = StopReason.MAX_TOKENS
@@ -463,12 +471,15 @@ class GenieBackend:
 
 
 class _Stream:
-    """The answer as it arrives: text, token ids (re-tokenized per chunk), stamps."""
+    """The answer as it arrives: text, token ids (re-tokenized per chunk), stamps. Stop
+    strings are the shared filter's (engine/stop_strings.py): text that may begin one is
+    held back, and a match ends the answer without any of it shown."""
 
-    def __init__(self, max_tokens: int, on_token: OnToken, tokenizer: Tokenizer):
+    def __init__(self, max_tokens: int, on_token: OnToken, tokenizer: Tokenizer, stops: StopStrings):
         self.max_tokens = max_tokens
         self.on_token = on_token
         self.tokenizer = tokenizer
+        self.stops = stops
         self.text = ""
         self.ids: list[int] = []
         self.times: list[int] = []
@@ -478,10 +489,25 @@ class _Stream:
     def full(self) -> bool:
         return len(self.ids) >= self.max_tokens
 
+    @property
+    def ended(self) -> bool:
+        """Nothing more is wanted: the token budget is spent or a stop string matched."""
+        return self.full or self.stops.matched is not None
+
     def add(self, chunk: str, arrived_ns: int) -> None:
-        if self.full or not chunk:
+        if self.ended or not chunk:
             return  # Genie may emit a little past our stop
         self.chunks += 1
+        self._emit(self.stops.push(chunk), arrived_ns)
+
+    def finish(self, arrived_ns: int) -> None:
+        """The reply is complete: release what was held back for a stop string that never came."""
+        if not self.full:
+            self._emit(self.stops.flush(), arrived_ns)
+
+    def _emit(self, chunk: str, arrived_ns: int) -> None:
+        if not chunk:
+            return
         ids = self.tokenizer.encode(chunk, add_special_tokens=False).ids or [NO_TOKEN_ID]
         room = self.max_tokens - len(self.ids)
         if len(ids) > room:

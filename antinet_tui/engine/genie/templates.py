@@ -5,15 +5,23 @@ Query resets the dialog each time, the whole conversation every time. Bundles ca
 template either, so we take, in order: an explicit choice, the bundle's `prompt.json`
 (the format of Qualcomm's GenieAPIService samples, with `string` as the placeholder), or
 a guess from the special tokens in tokenizer.json; failing all, the prompt goes as is.
+
+A conversation renders as: the system wrap once (every system turn's text, joined; the
+default system text when there is none), then each user turn in the user wrap and each
+earlier assistant turn in the assistant wrap, then the opening of the assistant's turn.
+A prompt.json has no assistant wrap: its user wrap's end (the end-of-turn marker after
+the placeholder) closes an assistant turn too, as it does in every format here.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from antinet_tui.engine.genie.errors import GenieBundleError
+from antinet_tui.engine.protocol import Message
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 PLACEHOLDER = "string"
@@ -25,13 +33,28 @@ class ChatFormat:
     system: str  # wraps the system text; contains PLACEHOLDER
     user: str  # wraps the user text; contains PLACEHOLDER
     assistant_start: str  # opens the assistant's turn
+    assistant: str = ""  # wraps an earlier assistant turn; "" derives it (see the module doc)
 
     def render(self, prompt: str, system: str | None) -> str:
-        return (
-            self.system.replace(PLACEHOLDER, system or DEFAULT_SYSTEM, 1)
-            + self.user.replace(PLACEHOLDER, prompt, 1)
-            + self.assistant_start
-        )
+        turns = (Message("system", system),) if system else ()
+        return self.render_conversation((*turns, Message("user", prompt)))
+
+    def render_conversation(self, turns: Sequence[Message]) -> str:
+        systems = [turn.content for turn in turns if turn.role == "system"]
+        parts = [self.system.replace(PLACEHOLDER, "\n\n".join(systems) or DEFAULT_SYSTEM, 1)]
+        for turn in turns:
+            if turn.role == "user":
+                parts.append(self.user.replace(PLACEHOLDER, turn.content, 1))
+            elif turn.role == "assistant":
+                parts.append(self.assistant_wrap.replace(PLACEHOLDER, turn.content, 1))
+        return "".join(parts) + self.assistant_start
+
+    @property
+    def assistant_wrap(self) -> str:
+        if self.assistant:
+            return self.assistant
+        end_of_turn = self.user.split(PLACEHOLDER, 1)[1]
+        return self.assistant_start + PLACEHOLDER + end_of_turn
 
 
 BUILTIN_FORMATS: dict[str, ChatFormat] = {
@@ -53,7 +76,10 @@ BUILTIN_FORMATS: dict[str, ChatFormat] = {
         "<|user|>\nstring<|end|>\n",
         "<|assistant|>\n",
     ),
-    "llama2": ChatFormat("llama2", "<s>[INST] <<SYS>>\nstring\n<</SYS>>\n\n", "string [/INST]", ""),
+    # llama2 has no end-of-turn marker after the user's text: an answer ends with </s>,
+    # and the next user turn opens a new [INST]
+    "llama2": ChatFormat("llama2", "<s>[INST] <<SYS>>\nstring\n<</SYS>>\n\n", "string [/INST]", "",
+                         " string </s><s>[INST] "),
 }
 
 # A special token that only one family's tokenizer carries → that family's format.
