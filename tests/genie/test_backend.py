@@ -202,7 +202,6 @@ def test_a_stop_string_ends_the_reply_before_it_even_across_chunks(bundle, make_
     assert result.stop_reason is StopReason.STOP_STRING and result.backend_profile["stop_string"] == "3 w4"
     assert result.text == " w0 w1 w2 w" == "".join(text for _, text in tokens)
     assert not any("3" in text for _, text in tokens)  # not even the part in the first chunk
-    assert result.backend_profile["genie_generated_tokens"] < 12  # Stop() reached Genie
 
     held, tokens = run(backend, max_new_tokens=100, stop=(" w11 and more",))  # starts, never completes
     assert held.stop_reason is StopReason.EOS and held.text == REPLY == "".join(text for _, text in tokens)
