@@ -11,6 +11,9 @@ records leaves only whole lines. What the operating system can still cut short:
   open the file ends it with a newline first, and the reader skips it and says so.
 
 It survives the death of the process, not of the machine: we do not fsync per record.
+Taking a cut record back assumes one writing process per file (the default path holds
+the pid); records of several processes appending to one file never interleave, but a
+failure in one could take back a record another appended in between.
 
 A lone surrogate (text that is not valid UTF-8, e.g. a rejected prompt) is written as
 its JSON escape "\\udXXX", so the record still round-trips exactly through json.loads.

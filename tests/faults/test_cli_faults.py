@@ -198,3 +198,14 @@ def test_bench_prompts_from_stdin_with_windows_line_endings(roomy_model):
     done = cli(*BENCH, "--model", roomy_model, "--format", "json", "--prompts", "-", input="hello there\r\nsay hi\r\n")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["plan"]["prompts"] == ["hello there", "say hi"]
+
+
+def test_served_requests_read_windows_line_endings_as_newlines():
+    from antinet_tui.config import Settings
+    from antinet_tui.frontends.server.schemas import parse_chat, parse_completion
+
+    chat = parse_chat({"messages": [{"role": "user", "content": "Say hi.\r\nThanks\r"}]}, Settings())
+    assert chat.generation.prompt == "Say hi.\nThanks\n"
+    assert [m.content for m in chat.generation.messages] == ["Say hi.\nThanks\n"]
+    completion = parse_completion({"prompt": "a\r\nb"}, Settings())
+    assert completion.generation.prompt == "a\nb"

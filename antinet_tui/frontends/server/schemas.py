@@ -21,6 +21,7 @@ from antinet_tui.config import Settings
 from antinet_tui.engine.errors import InvalidRequest
 from antinet_tui.engine.protocol import GenerationRequest, Message, Role
 from antinet_tui.engine.validation import validate_generation
+from antinet_tui.frontends.common import unix_newlines
 from antinet_tui.frontends.server.errors import APIError, bad_request, unsupported
 
 ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -92,6 +93,7 @@ def parse_completion(body: dict[str, Any], defaults: Settings) -> ParsedRequest:
     if not isinstance(prompt, str):
         raise bad_request(f"prompt must be a string, got {_json_type(prompt)}", "prompt")
     _check_text(prompt, "prompt")
+    prompt = unix_newlines(prompt)  # a Windows client's CRLF is a newline, not a control character
     max_tokens = _max_tokens(body, ("max_tokens",), defaults)
     generation = GenerationRequest(prompt=prompt, chat=False, **_sampling(body, defaults, max_tokens))
     return _finish("text", body, generation)
@@ -176,7 +178,7 @@ def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
                 f"{where}.role must be one of system, developer, user, assistant; got {role!r}", f"{where}.role")
         if item.get("tool_calls"):
             raise unsupported("tool and function calling", f"{where}.tool_calls")
-        content = _content_text(item.get("content"), f"{where}.content")
+        content = unix_newlines(_content_text(item.get("content"), f"{where}.content"))  # a Windows client's CRLF
         _check_text(content, f"{where}.content")
         messages.append(Message(ROLES[role], content))
     if all(m.role == "system" for m in messages):
