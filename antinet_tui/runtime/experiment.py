@@ -346,6 +346,9 @@ class Experiment:
                 report.results.append(result)
                 if self.on_run:
                     self.on_run(result, done, len(runs))
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) between runs or in a mode switch: as in a run
+            stop.set()
+            report.stop_by_operator(len(report.results), len(runs))
         finally:
             now = client.mode()
             current = now.requested if now else None

@@ -209,3 +209,19 @@ def test_served_requests_read_windows_line_endings_as_newlines():
     assert [m.content for m in chat.generation.messages] == ["Say hi.\nThanks\n"]
     completion = parse_completion({"prompt": "a\r\nb"}, Settings())
     assert completion.generation.prompt == "a\nb"
+
+
+def test_sigterm_during_bench_reports_the_finished_runs_and_records_them(roomy_model, tmp_path):
+    log = tmp_path / "session.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "bench", "--model", str(roomy_model), "--modes",
+                             "burst,default", "--tokens", "2,400", "--runs", "4", "--warmup", "0", "--format", "json",
+                             "--log-file", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while "[8/16]" not in (line := proc.stderr.readline()):  # the 2-token runs are done; 400-token ones run
+        assert line, "bench ended early"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by the operator after" in err and "Traceback" not in err
+    assert 8 <= len(json.loads(out)["runs"]) < 16
+    [record] = [r for r in read_session(log) if r["kind"] == "experiment"]
+    assert 8 <= len(record["runs"]) < 16
