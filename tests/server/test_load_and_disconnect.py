@@ -59,8 +59,10 @@ def test_beyond_the_queue_every_client_gets_an_answer_or_a_429_and_counts_agree(
     assert tokens == [sum(r["tokens"] for r in answered)]
 
     server.stop()  # flushes and closes the session log
-    kinds = [record["kind"] for record in read_session(server.log_file)]
+    records = [r for r in read_session(server.log_file) if r["kind"] in ("finished", "rejected")]
+    kinds = [r["kind"] for r in records]
     assert kinds.count("finished") == len(answered) and kinds.count("rejected") == len(refused)
+    assert all(r["origin"].startswith("127.0.0.1:") for r in records)  # who sent each one
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(smol_server):
@@ -104,3 +106,32 @@ def test_a_client_that_gives_up_on_a_plain_reply_cancels_it_too(smol_server):
         unsubscribe()
     assert cancelled.metrics.generated_tokens < 600
     wait_until(lambda: not smol_server.server.state.in_flight)
+
+
+def test_a_request_that_waits_too_long_in_the_queue_is_a_429_before_any_stream_begins(start_server, real_model):
+    server = start_server(real_model, max_queue_wait_s=0.3)
+    long_body = {"messages": [{"role": "user", "content": "Count from 1 to 500, one number per line."}],
+                 "max_tokens": 150, "stream": True, "temperature": 0}
+    with httpx.Client(base_url=server.url, timeout=60) as first, httpx.Client(base_url=server.url, timeout=60) as second:
+        with first.stream("POST", "/v1/chat/completions", json=long_body) as running:
+            assert running.status_code == 200
+            lines = running.iter_lines()
+            next(line for line in lines if '"content": "' in line and '"role"' not in line)  # it is generating
+            waited = second.post("/v1/chat/completions", json={**long_body, "max_tokens": 4})
+            assert waited.status_code == 429, waited.text
+            assert waited.json()["error"]["code"] == "queue_timeout" and int(waited.headers["Retry-After"]) >= 1
+            rest = [line for line in lines if line]
+    assert rest[-1] == "data: [DONE]"  # the running one was not disturbed
+    assert json.loads([line for line in rest if line.startswith("data: {")][-1][6:])["choices"][0]["finish_reason"]
+
+
+def test_an_engine_reserved_by_an_experiment_is_503_saying_so(start_server, tiny_model):
+    server = start_server(tiny_model, max_new_tokens=4)
+    with server.service.reserve("experiment"):
+        refused = httpx.post(server.api + "/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]},
+                             timeout=30)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "reserved"
+    assert "experiment" in refused.json()["error"]["message"] and "Retry-After" in refused.headers
+    ok = httpx.post(server.api + "/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]},
+                    timeout=30)
+    assert ok.status_code == 200
