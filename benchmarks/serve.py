@@ -76,6 +76,8 @@ def bench_decode(runs: int) -> None:
     from antinet_tui.frontends.server.runner import ServerThread, bind, build_server
     from antinet_tui.frontends.server.schemas import parse_chat
     from antinet_tui.frontends.wiring import build_service
+    import psutil
+
     from antinet_tui.runtime.client import generate
 
     settings = Settings(no_log=True, temperature=0.0, slow_call_ms=600_000)
@@ -93,20 +95,33 @@ def bench_decode(runs: int) -> None:
     client = subprocess.Popen([sys.executable, __file__, "client", url], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
 
+    client_process = psutil.Process(client.pid)
+    cpu: dict[str, list[float]] = {"http": [], "headless": []}
+
+    def cpu_now() -> float:
+        times = client_process.cpu_times()
+        return time.process_time() + times.user + times.system
+
     def over_http() -> tuple[float, float, int]:
+        cpu0 = cpu_now()
         client.stdin.write(json.dumps(body) + "\n")
         client.stdin.flush()
         got = json.loads(client.stdout.readline())
+        cpu["http"].append(cpu_now() - cpu0)
         stamps, t = got["stamps"], got["timings"]
-        rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        # the first chunk carries the first token alone; later chunks may carry several
+        rate = (t["predicted_n"] - 1) / (stamps[-1] - stamps[0])
         added_ms = (stamps[0] - got["sent"]) * 1000 - (t["queue_wait_ms"] + t["ttft_ms"])
+        engine_rates.append(t["decode_tok_s"])
         return rate, added_ms, len(stamps)
 
     def headless() -> tuple[float, int]:
+        cpu0 = cpu_now()
         outcome = generate(service, request)
+        cpu["headless"].append(cpu_now() - cpu0)
         return outcome.metrics.decode_tok_s, outcome.metrics.generated_tokens
 
-    ratios, added = [], []
+    ratios, added, engine_rates = [], [], []
     try:
         for i in range(runs + 1):
             first_http = i % 2 == 0
@@ -118,7 +133,8 @@ def bench_decode(runs: int) -> None:
                 http_rate, added_ms, chunks = over_http()
             label = "warm-up" if i == 0 else f"pair {i}"
             print(f"{label}: http {http_rate:.1f} tok/s ({chunks} chunks), headless {plain:.1f} tok/s ({tokens} "
-                  f"tokens), ratio {http_rate / plain:.3f}, TTFT added by HTTP {added_ms:.1f} ms"
+                  f"tokens), ratio {http_rate / plain:.3f}, TTFT added by HTTP {added_ms:.1f} ms, engine's own "
+                  f"decode while serving HTTP {engine_rates[-1]:.1f} tok/s"
                   f"{' (http first)' if first_http else ''}", file=sys.stderr)
             if i:
                 ratios.append(http_rate / plain)
@@ -131,6 +147,8 @@ def bench_decode(runs: int) -> None:
     print(f"decode over HTTP / headless: median {statistics.median(ratios):.3f} "
           f"(range {min(ratios):.3f}-{max(ratios):.3f}, n={runs} interleaved pairs)")
     print(f"TTFT added by HTTP: median {statistics.median(added):.1f} ms (range {min(added):.1f}-{max(added):.1f})")
+    print(f"CPU per request (server process + client): http median {statistics.median(cpu['http'][1:]):.3f} s, "
+          f"headless {statistics.median(cpu['headless'][1:]):.3f} s")
 
 
 # -- load ---------------------------------------------------------------------------------

@@ -49,6 +49,12 @@ logger = logging.getLogger(__name__)
 
 OPEN_ROUTES = {"/health"}
 LOADING_RETRY_S = 5.0  # Retry-After while the model loads (a few seconds on this machine)
+# A stream writes the first token at once, then at most one chunk per interval (a chunk may
+# carry several tokens). A write per token costs the engine's process a socket write and the
+# client a wake-up per token: measured (benchmarks/serve.py), 18 % more CPU per request
+# than headless at ~100 tok/s, against 6 % with this interval. 20 writes a second still
+# read as a smooth stream.
+STREAM_WRITE_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -317,12 +323,22 @@ class _Handlers:
         try:
             if first := writer.first():
                 yield first
+            held: list[str] = []  # text that came since the last write
+            last_write = 0.0
             try:
                 async for event in exchange.events:
                     if isinstance(event, Token):
-                        if event.text:
-                            yield writer.text(event.text)
-                    elif isinstance(event, Finished):
+                        held.append(event.text)
+                        now = time.monotonic()
+                        if now - last_write >= STREAM_WRITE_INTERVAL_S and "".join(held):
+                            last_write = now
+                            yield writer.text("".join(held))
+                            held.clear()
+                        continue
+                    if "".join(held):
+                        yield writer.text("".join(held))
+                        held.clear()
+                    if isinstance(event, Finished):
                         outcome, metrics = "finished", event.metrics
                         yield writer.last(event.metrics, rid, exchange.parsed.include_usage)
                     elif isinstance(event, TERMINAL_EVENTS):
