@@ -15,6 +15,7 @@ Threads and who does what:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import threading
@@ -285,7 +286,7 @@ class DashboardApp(App[int]):
         def flush() -> None:
             for request_id, parts in text.items():
                 if self.serving is not None:  # every request, served or typed
-                    self.dashboard.query_one(RequestsPane).tokens(request_id, len(parts))
+                    self._requests_pane.tokens(request_id, len(parts))
                 record = self.records.get(request_id)
                 if record is None:  # not the operator's
                     continue
@@ -396,7 +397,7 @@ class DashboardApp(App[int]):
 
     def _list_request(self, event: Event) -> None:
         """Serve mode: every request's row in the Requests pane, whoever sent it."""
-        pane = self.dashboard.query_one(RequestsPane)
+        pane = self._requests_pane
         if isinstance(event, Accepted):
             pane.accepted(event.request_id, event.origin, event.prompt)
         elif isinstance(event, Started):
@@ -405,6 +406,10 @@ class DashboardApp(App[int]):
             pane.ended(event.request_id, event.kind, event.metrics)
         elif isinstance(event, Rejected):
             pane.rejected(event.request_id, event.cause)
+
+    @functools.cached_property
+    def _requests_pane(self) -> RequestsPane:
+        return self.dashboard.query_one(RequestsPane)
 
     def _show_clients(self) -> None:
         if self.is_running and self.serving is not None:

@@ -3,12 +3,15 @@
 Fed by the runtime's events (the app routes them here), so it shows what the engine
 saw, whoever sent it: id, origin (a client's address, or "operator"), a preview of the
 prompt, tokens generated so far, TTFT, end-to-end and how it ended (or "queued" /
-"running"). A request refused at submission has a row too; the runtime does not say who
-sent it, so its origin is "—". The newest row is at the top; only the last
-`MAX_ROWS` are kept.
+"running"). Requests refused at submission (queue full, breaker open, ...) get no row:
+under overload they come by the dozen a second and would push the served ones out of
+sight; the pane's title counts them by cause instead. The newest row is at the top; only
+the last `MAX_ROWS` are kept.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from textual.widgets import DataTable
 
@@ -31,6 +34,7 @@ class RequestsPane(DataTable):
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True, show_cursor=False)
         self.border_title = "Requests"
+        self.refused: Counter[str] = Counter()  # refused at submission, by cause
         self._tokens: dict[int, int] = {}
         self._order: list[int] = []  # oldest first
 
@@ -60,13 +64,14 @@ class RequestsPane(DataTable):
         self._set(request_id, "outcome", outcome)
 
     def rejected(self, request_id: int | None, cause: str) -> None:
-        """A request refused at submission (no Accepted) or after waiting (queue_timeout)."""
-        if request_id is None:
-            return
-        if request_id in self._tokens:
+        """A request refused after waiting (queue_timeout: it has a row) or at submission
+        (counted in the title)."""
+        if request_id is not None and request_id in self._tokens:
             self._set(request_id, "outcome", f"refused: {cause}")
-        else:
-            self._add(request_id, "—", "", f"refused: {cause}")
+            return
+        self.refused[cause] += 1
+        causes = ", ".join(f"{cause} {n}" for cause, n in self.refused.most_common())
+        self.border_title = f"Requests · refused at once: {causes}"
 
     @property
     def request_ids(self) -> list[int]:
