@@ -19,6 +19,10 @@ from antinet_tui.frontends.app.formatting import ms
 from antinet_tui.runtime.metrics import RequestMetrics
 
 MAX_ROWS = 100
+# Cell changes are applied together at most this often. Any change re-renders the whole
+# table; done per token drain (15-30 a second under load) it took most of the UI thread
+# (profiled with 32 clients) and slowed keys and the engine.
+APPLY_INTERVAL_S = 0.5
 PREVIEW_CHARS = 40
 # the prompt last: on a narrow screen it is the column that gets cut, not the outcome
 COLUMNS = (("id", "#"), ("origin", "origin"), ("outcome", "outcome"), ("tokens", "tokens"), ("ttft", "TTFT ms"),
@@ -37,13 +41,17 @@ class RequestsPane(DataTable):
         self.refused: Counter[str] = Counter()  # refused at submission, by cause
         self._tokens: dict[int, int] = {}
         self._order: list[int] = []  # oldest first
+        self._cells_to_set: dict[tuple[int, str], str] = {}  # (request id, column) -> value, not yet shown
+        self._rows_to_add: list[tuple[int, str, str, str]] = []
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
             self.add_column(label, key=key)
+        self.set_interval(APPLY_INTERVAL_S, self.apply_changes)
 
     def accepted(self, request_id: int, origin: str, prompt: str) -> None:
-        self._add(request_id, origin, preview(prompt), "queued")
+        self._tokens[request_id] = 0
+        self._rows_to_add.append((request_id, origin, preview(prompt), "queued"))
 
     def started(self, request_id: int) -> None:
         self._set(request_id, "outcome", "running")
@@ -70,8 +78,6 @@ class RequestsPane(DataTable):
             self._set(request_id, "outcome", f"refused: {cause}")
             return
         self.refused[cause] += 1
-        causes = ", ".join(f"{cause} {n}" for cause, n in self.refused.most_common())
-        self.border_title = f"Requests · refused at once: {causes}"
 
     @property
     def request_ids(self) -> list[int]:
@@ -81,17 +87,28 @@ class RequestsPane(DataTable):
     def cell(self, request_id: int, column: str) -> str:
         return str(self.get_cell(str(request_id), column))
 
-    def _add(self, request_id: int, origin: str, prompt: str, outcome: str) -> None:
-        self._tokens[request_id] = 0
-        self._order.append(request_id)
-        self.add_row(str(request_id), origin, outcome, "0", "", "", prompt, key=str(request_id))
-        # newest on top: move the new row to the front
-        self.sort("id", key=lambda rid: -int(rid))
-        while len(self._order) > MAX_ROWS:
-            oldest = self._order.pop(0)
-            self._tokens.pop(oldest, None)
-            self.remove_row(str(oldest))
+    def apply_changes(self) -> None:
+        """Show what changed since the last call: new rows, then cell values, then the title."""
+        if self._rows_to_add:
+            for request_id, origin, prompt, outcome in self._rows_to_add:
+                self._order.append(request_id)
+                self.add_row(str(request_id), origin, outcome, "0", "", "", prompt, key=str(request_id))
+            self._rows_to_add.clear()
+            self.sort("id", key=lambda rid: -int(rid))  # newest on top
+            while len(self._order) > MAX_ROWS:
+                oldest = self._order.pop(0)
+                self._tokens.pop(oldest, None)
+                self.remove_row(str(oldest))
+        cells, self._cells_to_set = self._cells_to_set, {}
+        for (request_id, column), value in cells.items():
+            if request_id in self._tokens:
+                self.update_cell(str(request_id), column, value)
+        if self.refused:
+            causes = ", ".join(f"{cause} {n}" for cause, n in self.refused.most_common())
+            title = f"Requests · refused at once: {causes}"
+            if self.border_title != title:
+                self.border_title = title
 
     def _set(self, request_id: int, column: str, value: str) -> None:
         if request_id in self._tokens:
-            self.update_cell(str(request_id), column, value)
+            self._cells_to_set[(request_id, column)] = value
