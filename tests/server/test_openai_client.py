@@ -92,4 +92,3 @@ def test_stop_strings_end_the_answer_without_the_match(client):
     chunks = list(streamed)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital of France is "
     assert chunks[-1].choices[0].finish_reason == "stop"
-
