@@ -116,6 +116,10 @@ def _serve_with_dashboard(service, settings: Settings, sock) -> int:
     thread = ServerThread(server, sock)
     service.start()
     thread.start()
+    if not server.started:
+        thread.drain_and_stop(5)
+        return fail(f"the HTTP server did not start: {thread.error or 'no reason given'} (see the diagnostics log)",
+                    Exit.FAILED)
     address = _url(sock, settings.host).removeprefix("http://")
     app = DashboardApp(service, settings, owns_service=False,
                        serving=ServingView(address, lambda: len(server.server_state.connections)))
