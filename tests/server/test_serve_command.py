@@ -150,3 +150,61 @@ def test_requests_outliving_the_drain_timeout_are_cancelled_and_the_exit_is_stil
     thread.join(30)
     assert lines[-1] == "data: [DONE]"
     assert json.loads(lines[-2][6:])["error"]["code"] == "cancelled"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_dashboard_and_the_api_run_in_one_process_and_sigterm_drains_it(tiny_model):
+    """`serve` on a terminal: the dashboard on a pseudo-terminal, the API beside it."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    port = free_port()
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))  # rows, columns: room for it all
+    proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "serve", "--port", str(port), "--model",
+                             str(tiny_model), "--no-log", "--max-new-tokens", "4"],
+                            stdin=child, stdout=child, stderr=child, env={**os.environ, "TERM": "xterm-256color"})
+    os.close(child)
+    screen = bytearray()
+    reader = threading.Thread(target=lambda: _drain_pty(main, screen), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                           json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+        assert reply.status_code == 200
+        deadline = time.monotonic() + 30
+        while b"serving 127.0.0.1:" not in screen and time.monotonic() < deadline:  # the dashboard is up
+            time.sleep(0.05)
+        assert b"serving 127.0.0.1:" in screen
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0
+    assert b"Traceback" not in screen
+
+
+def _drain_pty(fd: int, into: bytearray) -> None:
+    """Read the dashboard's output (a terminal that nobody reads would block it)."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        into.extend(chunk)
