@@ -125,3 +125,32 @@ async def test_an_export_the_disk_refuses_is_said_plainly(make_app, tmp_path, sm
         [failure] = [n for n in notifications(app) if n.startswith("Export failed")]
         assert "No space left on device" in failure and "Errno" not in failure
     assert not [p for p in (small_disk / "exports").rglob("*") if p.name.startswith(".")]  # no temp left behind
+
+
+def test_sigterm_mid_answer_cancels_and_records_the_partial_answer(real_model, tmp_path):
+    log = tmp_path / "session.jsonl"
+    parent, child = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    proc = subprocess.Popen([sys.executable, "-m", "antinet_tui", "--log-file", str(log), "--max-new-tokens", "400",
+                             "--temperature", "0"], stdin=child, stdout=child, stderr=child, env=env,
+                            start_new_session=True)
+    os.close(child)
+    try:
+        read_pty(parent, b"ready")
+        os.write(parent, b"Write a very long story about a dragon.\r")
+        read_pty(parent, b"generating")
+        read_pty(parent, b"Once", timeout=60)  # the answer (greedy: it starts so) is streaming
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([parent], [], [], 0.1)[0]:
+                try:
+                    os.read(parent, 65536)
+                except OSError:
+                    break
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+        os.close(parent)
+    [cancelled] = [r for r in read_session(log) if r["kind"] == "cancelled"]
+    assert cancelled["text"] and cancelled["request"]["prompt"] == "Write a very long story about a dragon."
