@@ -121,22 +121,29 @@ class WeightCache:
         return freed
 
     def usage(self) -> tuple[int, int]:
-        """(bytes, entries) on disk, abandoned temp folders' bytes included."""
+        """(bytes, entries) on disk, abandoned temp folders' bytes included; entries of
+        caches kept in subfolders (the onnx decoders') counted with ours."""
         entries = 0
         total = 0
         with suppress(OSError):
             for child in self.root.iterdir():
+                if _is_sub_cache(child):
+                    size, count = WeightCache(child).usage()
+                    total, entries = total + size, entries + count
+                    continue
                 entries += not child.name.startswith(TEMP_PREFIX) and child.is_dir()
                 total += _size(child)
         return total, entries
 
     def clear(self) -> int:
-        """Remove every entry and abandoned temp folder; returns the bytes freed. A temp
-        folder another process is writing is left to it."""
+        """Remove every entry and abandoned temp folder, in subfolder caches too; returns
+        the bytes freed. A temp folder another process is writing is left to it."""
         freed = self.remove_abandoned()
         with suppress(OSError):
             for child in self.root.iterdir():
-                if child.is_dir() and not child.name.startswith(TEMP_PREFIX):
+                if _is_sub_cache(child):
+                    freed += WeightCache(child).clear()
+                elif child.is_dir() and not child.name.startswith(TEMP_PREFIX):
                     size = _size(child)
                     shutil.rmtree(child, ignore_errors=True)
                     freed += size - _size(child)
@@ -199,6 +206,11 @@ def _remove_if_abandoned(tmp: Path) -> int:
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _is_sub_cache(path: Path) -> bool:
+    """A folder of entries (the onnx decoders'), not an entry (which has a manifest)."""
+    return path.is_dir() and not path.name.startswith(TEMP_PREFIX) and not (path / "manifest.json").exists()
 
 
 def _size(path: Path) -> int:

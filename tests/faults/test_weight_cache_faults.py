@@ -72,3 +72,25 @@ def test_locate_shows_the_cache_size_and_clears_it(tiny_model, tmp_path):
     assert cleared.returncode == 0 and f"{size / 1e3:,.0f} kB freed" in cleared.stdout
     assert WeightCache(tmp_path / "cache").usage() == (0, 0)
     assert "(0 kB in 0 entries)" in cleared.stdout
+
+
+def test_clearing_spares_a_temp_folder_being_written_in_a_sub_cache(tmp_path):
+    """The onnx decoders are cached in a subfolder with the same writer locks: clearing
+    the cache empties it too, but never under a live writer."""
+    root = tmp_path / "cache"
+    sub = root / "onnx"
+    live = subprocess.Popen([sys.executable, "-c", WRITER, str(sub), "pause"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline() == "writing\n"
+        (sub / "entry-v2").mkdir()
+        (sub / "entry-v2" / "manifest.json").write_text("{}")
+        (sub / "entry-v2" / "model.onnx").write_bytes(b"x" * 5000)
+        size, entries = WeightCache(root).usage()
+        assert entries == 1 and size > 5000
+        WeightCache(root).clear()
+        assert not (sub / "entry-v2").exists() and len(temps(sub)) == 1  # the live writer's temp stays
+    finally:
+        live.send_signal(signal.SIGKILL)
+        live.wait(timeout=10)
+    WeightCache(root).clear()
+    assert temps(sub) == []
