@@ -50,6 +50,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None  # required to bind a non-loopback address
+    watch_key: str | None = None  # `serve`: lets `attach` watch (not control) with this key instead
     drain_timeout_s: float = 30.0  # on SIGTERM, how long requests in flight may take to finish
     max_body_bytes: int = 1 << 20
 
@@ -184,3 +185,7 @@ def _check_ranges(settings: Settings) -> None:
         raise ConfigError(f"port must be at most 65535, got {settings.port}")
     if settings.api_key is not None and not settings.api_key.strip():
         raise ConfigError("api_key is empty; set a key or leave it out")
+    if settings.watch_key is not None and not settings.watch_key.strip():
+        raise ConfigError("watch_key is empty; set a key or leave it out")
+    if settings.watch_key is not None and settings.watch_key == settings.api_key:
+        raise ConfigError("watch_key must differ from api_key (it gives less: watching, not control)")

@@ -18,6 +18,7 @@ from antinet_tui import __version__
 from antinet_tui.config import APP_NAME, ConfigError, Settings, config_path, export_dir, load_settings
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.exit_codes import EXIT_CODES_HELP, Exit
+from antinet_tui.frontends.attach_cli import add_attach_parser, cmd_attach
 from antinet_tui.frontends.bench_cli import add_bench_parser, cmd_bench
 from antinet_tui.frontends.common import (
     LOG_CHOICE,
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub, [engine], EXIT_CODES_HELP)
     add_serve_parser(sub, [engine, generation], EXIT_CODES_HELP)
+    add_attach_parser(sub, [generation], EXIT_CODES_HELP)
     add_hub_parser(sub)
     locate = sub.add_parser("locate", help="print where config, session logs and caches live (and the cache's size)")
     locate.add_argument("--clear-cache", action="store_true",
@@ -113,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(args, settings)
         if args.command == "serve":
             return cmd_serve(args, settings)
+        if args.command == "attach":
+            return cmd_attach(args, settings)
         if args.command == "locate":
             return cmd_locate(args.clear_cache)
         return cmd_dashboard(settings)

@@ -31,6 +31,8 @@ def add_serve_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -
     p.add_argument("--port", type=int, help="TCP port (default 8080; 0 picks a free one)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health "
                                      "(prefer $ANTINET_API_KEY: a flag shows in the process list)")
+    p.add_argument("--watch-key", help="a second key that lets `antinet-tui attach` watch but not control "
+                                       "(prefer $ANTINET_WATCH_KEY); see docs/attach.md")
     p.add_argument("--headless", action="store_true", help="no dashboard: one line per request on stdout "
                                                            "(what a systemd unit runs)")
     p.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,

@@ -6,9 +6,15 @@ None when absent, so the pane can say "n/a" instead of guessing.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import psutil
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,15 @@ class SystemSample:
     load_average: tuple[float, float, float] | None
     temperatures_c: tuple[tuple[str, float], ...] | None  # (sensor, hottest reading) pairs
     battery: Battery | None
+
+
+class SystemFeed(Protocol):
+    """Where the dashboard's System pane gets its samples: this machine (SystemSampler) or a
+    serving machine's, as they arrive over the wire (runtime.remote.RemoteSystemFeed)."""
+
+    def samples(self, stop: threading.Event, interval: float) -> Iterator[SystemSample]:
+        """Samples as they come (blocking; run it in a thread) until `stop` is set."""
+        ...
 
 
 class SystemSampler:
@@ -60,6 +75,16 @@ class SystemSampler:
             temperatures_c=temperatures(),
             battery=battery_status(),
         )
+
+    def samples(self, stop: threading.Event, interval: float) -> Iterator[SystemSample]:
+        """One sample every `interval` seconds until `stop` is set; a sensor that fails once
+        is logged and skipped."""
+        while not stop.is_set():
+            try:
+                yield self.sample()
+            except (OSError, RuntimeError, psutil.Error) as exc:
+                logger.warning("system sample failed: %s", exc)
+            stop.wait(interval)
 
 
 def cpu_freq() -> tuple[float, float | None] | None:

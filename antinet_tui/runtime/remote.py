@@ -40,9 +40,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 
@@ -50,6 +48,7 @@ from antinet_tui.engine.errors import EngineError, UnknownMode
 from antinet_tui.engine.protocol import Capabilities, GenerationRequest, ModelInfo, ModeReadback
 from antinet_tui.platform.system_stats import SystemSample
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerSnapshot, BreakerState
+from antinet_tui.runtime.connection import ConnectionChanged, ConnectionState
 from antinet_tui.runtime.client import (
     EngineReserved,
     ModeChange,
@@ -85,35 +84,6 @@ READ_TIMEOUT_S = 45.0  # the server pings an idle stream every 15 s
 CONTROL_TIMEOUT_S = 5.0
 SESSION_HEADER = "X-Antinet-Session"
 SYSTEM_BACKLOG = 240
-
-
-class ConnectionState(str, Enum):
-    CONNECTING = "connecting"
-    LIVE = "live"
-    RECONNECTING = "reconnecting"
-    REFUSED = "refused"  # the server refused the key: not retried
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class ConnectionChanged(Event):
-    """The link to a remote engine changed (RemoteClient only; never on the wire). After a
-    LIVE one, every snapshot (breaker, metrics, mode, model) may have changed at once."""
-
-    kind: ClassVar[str] = "connection_changed"
-    state: ConnectionState
-    url: str
-    detail: str = ""  # why it was refused, or the error that broke the stream
-    retry_in_s: float | None = None  # RECONNECTING: seconds until the next try
-    server_restarted: bool = False  # LIVE: a new server instance (its request ids start over)
-    request_id: None = None
-
-    def describe(self) -> str:
-        if self.state is ConnectionState.RECONNECTING and self.retry_in_s is not None:
-            return f"reconnecting in {math.ceil(self.retry_in_s)} s"
-        if self.state is ConnectionState.REFUSED:
-            return f"refused: {self.detail}"
-        return self.state.value
 
 
 class _Refused(Exception):

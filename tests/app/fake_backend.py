@@ -8,7 +8,7 @@ import threading
 
 from fakes import FakeBackend
 
-from antinet_tui.platform.system_stats import SystemSample
+from antinet_tui.platform.system_stats import SystemSample, SystemSampler
 from antinet_tui.runtime.metrics import MetricsStore, RequestMetrics
 
 
@@ -51,7 +51,10 @@ FIXED_SAMPLE = SystemSample(
 )
 
 
-class FixedSampler:
+class FixedSampler(SystemSampler):
+    def __init__(self) -> None:  # no psutil: the same sample every time
+        pass
+
     def sample(self) -> SystemSample:
         return FIXED_SAMPLE
 

@@ -56,8 +56,9 @@ from antinet_tui.frontends.app.widgets.requests_pane import RequestsPane
 from antinet_tui.frontends.app.widgets.status_line import StatusLine
 from antinet_tui.frontends.app.widgets.system_pane import SystemPane
 from antinet_tui.frontends.common import LOG_CHOICE
-from antinet_tui.platform.system_stats import SystemSample, SystemSampler
+from antinet_tui.platform.system_stats import SystemFeed, SystemSample, SystemSampler
 from antinet_tui.runtime.breaker import BreakerState
+from antinet_tui.runtime.connection import ConnectionChanged, ConnectionState
 from antinet_tui.runtime.client import EngineClient, EngineReserved, RequestHandle, ServiceState
 from antinet_tui.runtime.events import (
     Accepted,
@@ -119,7 +120,7 @@ class DashboardApp(App[int]):
         service: EngineClient,
         settings: Settings,
         *,
-        sampler: SystemSampler | None = None,
+        sampler: SystemFeed | None = None,
         export_dir: Path | None = None,
         command_sources: Sequence[CommandSource] = DEFAULT_SOURCES,
         keymap: dict[str, str] | None = None,
@@ -134,7 +135,7 @@ class DashboardApp(App[int]):
         super().__init__()
         self.service = service
         self.settings = settings
-        self.sampler = sampler or SystemSampler()
+        self.sampler: SystemFeed = sampler or SystemSampler()
         self.export_dir = export_dir or config_export_dir()
         self.command_sources = list(command_sources)
         self.owns_service = owns_service
@@ -339,6 +340,8 @@ class DashboardApp(App[int]):
             self._show_breaker()
         elif isinstance(event, ModeChanged):
             self._mode_changed(event)
+        elif isinstance(event, ConnectionChanged):
+            self._connection_changed(event)
         elif isinstance(event, SessionLogFailed):
             self._status.change(log_lost=event.lost)
             if event.lost == 1:  # at once, and once: the status line keeps counting
@@ -369,6 +372,24 @@ class DashboardApp(App[int]):
         self._show_latency()
         self._show_breaker()
 
+    def _connection_changed(self, event: ConnectionChanged) -> None:
+        """A remote engine's link (attach): its state in words; once live, every figure anew."""
+        self._status.change(link=event.describe())
+        if event.state is not ConnectionState.LIVE:
+            return
+        if event.server_restarted:
+            self.notify("the server restarted: its figures and request numbers start over",
+                        title="Server restarted", severity="warning")
+        mode = self.service.mode()
+        self.requested_mode = mode.requested if mode else self.requested_mode
+        self._show_running_service()
+        self.dashboard.query_one(LatencyPane).set_threshold(self.service.breaker_view().config.slow_call_ms)
+        self._status.change(queue=self.service.queue_length(),
+                            engine="ready" if self.service.state is ServiceState.READY else self.service.state.value)
+        self._show_latency()
+        self._show_breaker()
+        self._show_mode()
+
     def _mode_changed(self, event: ModeChanged) -> None:
         if event.requested_by == "experiment":  # the Experiment screen reports its own switches
             self._show_mode()
@@ -380,6 +401,7 @@ class DashboardApp(App[int]):
             self.mode_note = "after this answer"
         else:
             self.mode_note = None
+            self.requested_mode = event.requested  # whoever asked: another watcher of a served engine, too
             readback = event.readback
             detail = f"effective {readback.effective}" if readback else ""
             self.notify(detail, title=f"Mode {event.requested}")
@@ -447,13 +469,10 @@ class DashboardApp(App[int]):
 
     @work(thread=True, group="system-sampler", exit_on_error=False)
     def _sample_system(self) -> None:
-        """One long-lived thread: psutil calls never run on the UI thread."""
-        while not self._quitting.is_set():
-            try:
-                self.post_message(SystemSampled(self.sampler.sample()))
-            except (OSError, RuntimeError, psutil.Error) as exc:  # a sensor that fails once: say so, go on
-                logger.warning("system sample failed: %s", exc)
-            self._quitting.wait(self.settings.refresh_s)
+        """One long-lived thread: psutil calls (or waits for a remote engine's samples) never
+        run on the UI thread."""
+        for sample in self.sampler.samples(self._quitting, self.settings.refresh_s):
+            self.post_message(SystemSampled(sample))
 
     def on_system_sampled(self, message: SystemSampled) -> None:
         if not self.is_running:
@@ -563,11 +582,16 @@ class DashboardApp(App[int]):
             self.dashboard.query_one(SystemPane).show()
 
     def action_isolate_breaker(self) -> None:
-        self.service.isolate_breaker()
-        self._show_breaker()
+        self._breaker_action(self.service.isolate_breaker, "isolated")
 
     def action_reset_breaker(self) -> None:
-        self.service.reset_breaker()
+        self._breaker_action(self.service.reset_breaker, "reset")
+
+    def _breaker_action(self, action, done: str) -> None:
+        try:
+            action()
+        except EngineError as exc:  # a remote engine that cannot be reached
+            self.notify(str(exc), title=f"Breaker not {done}", severity="error", timeout=10)
         self._show_breaker()
 
     def action_toggle_chat(self) -> None:

@@ -22,6 +22,7 @@ from types import FrameType
 import uvicorn
 
 from antinet_tui.config import Settings
+from antinet_tui.frontends.server.attach import AttachGate, AttachOptions
 from antinet_tui.frontends.server.app import Served, ServerOptions, ServerState, create_app
 from antinet_tui.runtime.client import EngineClient
 
@@ -109,7 +110,11 @@ def build_server(service: EngineClient, settings: Settings,
     state = ServerState()
     options = ServerOptions(settings, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
                             on_served=on_served)
-    return make_server(create_app(service, options, state), state, settings.drain_timeout_s)
+    attach = AttachOptions(api_key=settings.api_key, watch_key=settings.watch_key,
+                           loopback_only=is_loopback(settings.host), refresh_s=settings.refresh_s)
+    app = AttachGate(create_app(service, options, state), service, attach,
+                     connections=lambda: state.connections(), draining=lambda: state.draining)
+    return make_server(app, state, settings.drain_timeout_s)
 
 
 def make_server(app, state: ServerState, drain_timeout_s: float) -> DrainingServer:

@@ -41,6 +41,11 @@ class LatencyPane(Pane):
             yield SeriesChart(threshold=self.slow_call_ms if name == "e2e_ms" else None, id=f"{name}-chart")
         yield Static(id="slow-calls")
 
+    def set_threshold(self, slow_call_ms: float) -> None:
+        """The breaker's slow-call threshold changed (a remote engine's became known)."""
+        self.slow_call_ms = slow_call_ms
+        self.query_one("#e2e_ms-chart", SeriesChart).threshold = slow_call_ms
+
     def show(self, metrics: MetricsSummary) -> None:
         for name, label, fmt in ROWS:
             quantiles = metrics.percentiles(name)

@@ -1,5 +1,6 @@
 """The top line: model, backend, load progress then "ready" (or what is running), queue;
-in serve mode also where the API listens and how many clients are connected."""
+in serve mode also where the API listens and how many clients are connected; attached to a
+remote engine, the link's state in words."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Status:
     log_lost: int = 0  # session-log records the disk refused
     serving: str | None = None  # serve mode: where the API listens ("127.0.0.1:8080")
     clients: int = 0  # serve mode: open HTTP connections
+    link: str | None = None  # attached to a remote engine: connecting / live / reconnecting in N s / refused: …
 
 
 class StatusLine(Static):
@@ -57,6 +59,9 @@ class StatusLine(Static):
         else:
             text.append(status.engine, "bold")
         text.append(f"  │  queue {status.queue}")
+        if status.link is not None:
+            text.append("  │  attached ")
+            text.append(status.link, "bold" if status.link == "live" else "bold reverse")
         if status.serving is not None:
             noun = "client" if status.clients == 1 else "clients"
             text.append(f"  │  serving {status.serving} · {status.clients} {noun}")
