@@ -243,11 +243,13 @@ class WatchHub:
     def _sample(self) -> None:
         """This machine's psutil samples, kept for late watchers and sent to the present ones."""
         sampler = SystemSampler()
-        while not self._sampler_stop.wait(self.options.refresh_s):
+        self._sampler_stop.wait(min(0.2, self.options.refresh_s))  # cpu_percent needs an interval to measure
+        while not self._sampler_stop.is_set():
             try:
                 sample = {"sample": jsonable(sampler.sample()), "wall": time.time()}
             except Exception as exc:  # a sensor that fails once: go on (psutil raises its own and OSError)
                 logger.warning("system sample failed: %s", exc)
+                self._sampler_stop.wait(self.options.refresh_s)
                 continue
             self._system.append(sample)
             loop = self._loop
@@ -257,6 +259,7 @@ class WatchHub:
                     loop.call_soon_threadsafe(self._broadcast, frame("system", body))
                 except RuntimeError:
                     return
+            self._sampler_stop.wait(self.options.refresh_s)
 
     def attach(self, address: str) -> tuple[_Watcher, dict[str, Any]]:
         """A new watcher and the snapshot it starts from (events after its `seq` follow)."""
