@@ -48,7 +48,6 @@ from antinet_tui.engine.errors import EngineError, UnknownMode
 from antinet_tui.engine.protocol import Capabilities, GenerationRequest, ModelInfo, ModeReadback
 from antinet_tui.platform.system_stats import SystemSample
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerSnapshot, BreakerState
-from antinet_tui.runtime.connection import ConnectionChanged, ConnectionState
 from antinet_tui.runtime.client import (
     EngineReserved,
     ModeChange,
@@ -59,6 +58,7 @@ from antinet_tui.runtime.client import (
     _Inbox,
     refused_handle,
 )
+from antinet_tui.runtime.connection import ConnectionChanged, ConnectionState
 from antinet_tui.runtime.events import (
     OPERATOR,
     TERMINAL_EVENTS,
@@ -303,7 +303,8 @@ class RemoteClient:
             reply = self._post("/attach/mode", {"mode": mode, "requested_by": requested_by})
         except _ControlError as exc:
             if exc.code == "unknown_mode":
-                raise UnknownMode(str(exc)) from None
+                caps = self._capabilities
+                raise UnknownMode(mode, caps.mode_names if caps else ()) from None
             if exc.code == "reserved":
                 raise EngineReserved(str(exc)) from None
             raise EngineError(str(exc)) from None
@@ -456,10 +457,11 @@ class RemoteClient:
                 self._set_connection(ConnectionState.REFUSED, str(exc))
                 self._ready.set()
                 return
-            except (_Broken, httpx.HTTPError, OSError, ValueError) as exc:
+            except (_Broken, httpx.HTTPError, httpx.StreamError, OSError, ValueError) as exc:
                 detail = _describe(exc)
             except Exception as exc:  # never let the reader thread die: reconnect
-                logger.exception("the attach stream failed")
+                if not self._stop.is_set():
+                    logger.exception("the attach stream failed")
                 detail = _describe(exc)
             finally:
                 self._response = None
@@ -653,7 +655,7 @@ class RemoteClient:
 
 def sse_messages(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     """(event name, data) per Server-Sent Events message; comments and ids are skipped."""
-    name, data = "message", []
+    name, data = "message", list[str]()
     for line in lines:
         if not line:
             if data:

@@ -244,9 +244,10 @@ def test_a_late_watcher_starts_from_the_snapshot(tiny_server):
         client.shutdown()
 
 
-def test_a_watcher_that_goes_away_has_its_request_cancelled_there():
+@pytest.mark.parametrize("how", ["the link drops", "the watcher cancels"])
+def test_a_watchers_request_is_cancelled_there(how):
     """The engine pauses mid-answer (a fake backend, so the answer cannot end first); the
-    watcher's link drops; the server cancels the watcher's request."""
+    watcher cancels it (Esc), or its link drops and the server cancels it for nobody."""
     import sys
     from pathlib import Path
 
@@ -270,9 +271,12 @@ def test_a_watcher_that_goes_away_has_its_request_cancelled_there():
         handle = client.submit(GenerationRequest("hello", max_new_tokens=50))
         assert handle.accepted
         wait_until(backend.paused.is_set, "the answer to be under way")
-        client._response.close()  # the link drops (the client itself reconnects)
-        wait_until(lambda: service.running_count() == 0, "the server to stop generating for nobody")
-        wait_until(lambda: handle.done, "the Cancelled event, from the snapshot after reconnecting")
+        if how == "the link drops":
+            client._response.close()  # the client itself reconnects
+        else:
+            assert handle.cancel()
+        wait_until(lambda: service.running_count() == 0, "the server to stop generating")
+        wait_until(lambda: handle.done, "the Cancelled event")
         result = handle.result()
         assert isinstance(result, Cancelled) and len(result.token_ids) == 2
     finally:

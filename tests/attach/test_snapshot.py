@@ -11,8 +11,8 @@ from fake_backend import FixedSampler, seeded_metrics
 from fakes import FakeBackend, FakeClock
 
 from antinet_tui.config import Settings
-from antinet_tui.frontends.attach_cli import attached_app
 from antinet_tui.frontends.app.widgets.prompt_input import PromptInput
+from antinet_tui.frontends.attach_cli import attached_app
 from antinet_tui.frontends.server import attach as attach_api
 from antinet_tui.frontends.server.runner import ServerThread, bind, build_server
 from antinet_tui.runtime.breaker import BreakerConfig, CircuitBreaker

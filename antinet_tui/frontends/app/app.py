@@ -386,6 +386,7 @@ class DashboardApp(App[int]):
         self.dashboard.query_one(LatencyPane).set_threshold(self.service.breaker_view().config.slow_call_ms)
         self._status.change(queue=self.service.queue_length(),
                             engine="ready" if self.service.state is ServiceState.READY else self.service.state.value)
+        self._show_clients()
         self._show_latency()
         self._show_breaker()
         self._show_mode()

@@ -63,7 +63,6 @@ from antinet_tui.runtime.events import (
     TERMINAL_EVENTS,
     Accepted,
     Event,
-    Rejected,
     Started,
     Token,
     from_jsonable,
@@ -334,7 +333,8 @@ def pack(pending: list[tuple[int, Event]]) -> list[dict[str, Any]]:
 
 
 def frame(name: str, body: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(',', ':'))}\n\n".encode()
+    data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return f"event: {name}\ndata: {data}\n\n".encode()
 
 
 # -- the routes --------------------------------------------------------------------------------
@@ -349,6 +349,7 @@ class _Routes:
         self.client = hub.client
         self.options = options
         self.draining = draining
+        self._held: set[asyncio.Task[Any]] = set()  # asyncio keeps only weak references to tasks
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -399,21 +400,24 @@ class _Routes:
         origin = self._acting_as(session, body.get("origin"), request)
         handle = self.client.submit(generation, origin=origin, measurement=measurement)
         if handle.accepted and not handle.done:
-            if session is not None:
-                session.handles[handle.request_id] = handle
-                asyncio.ensure_future(self._forget_when_done(session, handle))
-            else:  # no session (curl): keep the handle until the request ends (dropping it would cancel it)
-                asyncio.ensure_future(handle.result_async())
+            # hold the handle until the request ends (dropping it would cancel it); in a
+            # session, the stream's end cancels it
+            task = asyncio.ensure_future(self._hold(session, handle))
+            self._held.add(task)
+            task.add_done_callback(self._held.discard)
         rejection = handle.rejection.to_record() if handle.rejection is not None else None
         return JSONResponse({"accepted": handle.accepted, "request_id": handle.request_id, "origin": origin,
                              "rejection": rejection})
 
-    async def _forget_when_done(self, session: _Session, handle: RequestHandle) -> None:
+    async def _hold(self, session: _Session | None, handle: RequestHandle) -> None:
+        if session is not None:
+            session.handles[handle.request_id] = handle
         try:
             await handle.result_async()
-        except EngineError:
+        except EngineError:  # the service stopped under it
             pass
-        session.handles.pop(handle.request_id, None)
+        if session is not None:
+            session.handles.pop(handle.request_id, None)
 
     async def cancel(self, request: Request) -> Response:
         try:
