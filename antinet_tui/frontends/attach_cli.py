@@ -69,9 +69,11 @@ def cmd_attach(args: argparse.Namespace, settings: Settings) -> int:
 def attached_app(url: str, settings: Settings, **app_options):
     """The dashboard on the engine served at `url` (checked by server_url), not yet running."""
     from antinet_tui.frontends.app.app import DashboardApp, ServingView
+    from antinet_tui.frontends.app.pacing import ATTACHED_UI_CPU_BUDGET, DrainPacer
     from antinet_tui.runtime.remote import RemoteClient
 
     client = RemoteClient(url, settings.api_key)
     # the configured start-up mode is this machine's: attaching must not change the server's
     return DashboardApp(client, replace(settings, mode=None), sampler=client.system,
-                        serving=ServingView(urlsplit(url).netloc, lambda: client.connections), **app_options)
+                        serving=ServingView(urlsplit(url).netloc, lambda: client.connections),
+                        pacer=DrainPacer(budget=ATTACHED_UI_CPU_BUDGET), **app_options)

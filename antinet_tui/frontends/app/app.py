@@ -125,10 +125,12 @@ class DashboardApp(App[int]):
         command_sources: Sequence[CommandSource] = DEFAULT_SOURCES,
         keymap: dict[str, str] | None = None,
         owns_service: bool = True,
+        pacer: DrainPacer | None = None,
         serving: ServingView | None = None,
     ):
         """`owns_service`: start the service if it is not started, and shut it down on quit.
         A caller that shares one service between app sessions (a benchmark) passes False.
+        `pacer`: how often streamed tokens are drawn (default: within the in-process budget).
         `serving`: the HTTP API runs on this service (`antinet-tui serve`): the status line
         says where and how many clients are connected, and the Requests pane lists every
         request, served or typed."""
@@ -141,7 +143,7 @@ class DashboardApp(App[int]):
         self.owns_service = owns_service
         self.serving = serving
         self.bridge = EngineBridge(self)
-        self.pacer = DrainPacer()
+        self.pacer = pacer or DrainPacer()  # how often streamed tokens are drawn (pacing.py)
         self._ticking = False  # the drain timer runs (only while an answer is generated)
         self.generation = GenerationSettings(settings.max_new_tokens, settings.temperature, chat=not settings.raw)
         self.records: dict[int, RequestRecord] = {}  # the operator's requests: their one record each
