@@ -44,7 +44,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from antinet_tui.runtime.metrics import percentile  # noqa: E402
+from antinet_tui.runtime.metrics import percentile
 
 CLI = str(ROOT / ".venv" / "bin" / "antinet-tui")
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."

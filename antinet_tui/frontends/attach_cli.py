@@ -39,7 +39,7 @@ def server_url(text: str) -> str:
     if not parts.hostname:
         raise ValueError(f"{text!r} names no host (e.g. http://127.0.0.1:8080)")
     try:
-        parts.port
+        _ = parts.port  # raises for a port that is not a number in range
     except ValueError:
         raise ValueError(f"{text!r} has an invalid port") from None
     if parts.path not in ("", "/") or parts.query or parts.fragment:

@@ -31,6 +31,7 @@ Differences a frontend may notice, all deliberate:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -50,6 +51,7 @@ from antinet_tui.platform.system_stats import SystemSample
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerSnapshot, BreakerState
 from antinet_tui.runtime.client import (
     EngineReserved,
+    LogStatus,
     ModeChange,
     RequestHandle,
     Reservation,
@@ -168,6 +170,7 @@ class RemoteClient:
         self._metrics = MetricsSummary.empty()
         self._queue = 0
         self._running = 0
+        self._log = LogStatus(None)
         self.connection = ConnectionChanged(state=ConnectionState.CONNECTING, url=self.url)
         self.connections = 0  # open HTTP connections on the server (its last system frame)
         self.watchers = 0
@@ -220,18 +223,14 @@ class RemoteClient:
             self.cancel(request_id)
         response = self._response
         if response is not None:
-            try:
-                response.close()  # wakes the reader thread
-            except Exception:  # already closed or mid-read: the thread ends on its own
-                pass
+            with contextlib.suppress(httpx.HTTPError, httpx.StreamError, OSError, RuntimeError):
+                response.close()  # wakes the reader thread (already closed: it ends on its own)
         if self._thread is not None:
             self._thread.join(timeout)
         self._emit(ConnectionChanged(state=ConnectionState.CLOSED, url=self.url))
         for client in (self._stream_http, self._control_http):
-            try:
+            with contextlib.suppress(httpx.HTTPError, OSError, RuntimeError):
                 client.close()
-            except Exception:
-                pass
         with self._lock:
             inboxes = list(self._inboxes.values())
             changes = list(self._mode_changes.values())
@@ -389,6 +388,10 @@ class RemoteClient:
 
     def running_count(self) -> int:
         return self._running
+
+    def log_status(self) -> LogStatus:
+        """The server's session log (its SessionLogFailed events come on the stream too)."""
+        return self._log
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         try:
@@ -557,22 +560,30 @@ class RemoteClient:
             with self._lock:
                 self._apply_status(status)  # first: a subscriber handling Finished reads the new figures
         for record in body["events"]:
-            seq = int(record["seq"])
-            if record.get("kind") == "tokens":
-                index, rid = int(record["index"]), int(record["request_id"])
-                for i, (token_id, text, wall) in enumerate(zip(record["ids"], record["texts"], record["wall"],
-                                                               strict=True)):
-                    if seq + i > self._seq:
-                        self._deliver(Token(request_id=rid, token_id=int(token_id), text=str(text),
-                                            index=index + i, wall=float(wall)))
-                self._seq = max(self._seq, seq + len(record["ids"]) - 1)
-                continue
-            if seq > self._seq:
-                self._seq = seq
-                self._deliver(Event.from_record(record))
+            try:
+                self._apply_record(record)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # one record: skip it alone
+                self.garbled += 1
+                logger.warning("skipped an unreadable record from %s: %s", self.url, exc)
+
+    def _apply_record(self, record: dict[str, Any]) -> None:
+        seq = int(record["seq"])
+        if record.get("kind") == "tokens":
+            index, rid = int(record["index"]), int(record["request_id"])
+            for i, (token_id, text, wall) in enumerate(zip(record["ids"], record["texts"], record["wall"],
+                                                           strict=True)):
+                if seq + i > self._seq:
+                    self._deliver(Token(request_id=rid, token_id=int(token_id), text=str(text), index=index + i,
+                                        wall=float(wall)))
+            self._seq = max(self._seq, seq + len(record["ids"]) - 1)
+        elif seq > self._seq:
+            self._seq = seq
+            self._deliver(Event.from_record(record))
 
     def _apply_status(self, status: dict[str, Any]) -> None:
         """The lock is held."""
+        if (log := status.get("log")) is not None:
+            self._log = from_jsonable(LogStatus, log)
         self._state = ServiceState(status["state"])
         self._queue, self._running = int(status["queue"]), int(status["running"])
         self._mode = _value(ModeReadback, status.get("mode"))
@@ -665,7 +676,7 @@ def sse_messages(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
         if line.startswith(":"):
             continue
         key, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")
         if key == "event":
             name = value
         elif key == "data":
@@ -675,7 +686,7 @@ def sse_messages(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
 def _json_object(data: str) -> dict[str, Any]:
     value = json.loads(data)
     if not isinstance(value, dict):
-        raise ValueError("a frame's data is not a JSON object")
+        raise TypeError("a frame's data is not a JSON object")
     return value
 
 

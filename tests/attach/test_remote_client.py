@@ -19,7 +19,6 @@ from antinet_tui.frontends.server.attach import frame, pack
 from antinet_tui.runtime.breaker import BreakerConfig, BreakerSnapshot, BreakerState
 from antinet_tui.runtime.connection import ConnectionChanged, ConnectionState
 from antinet_tui.runtime.events import (
-    EVENT_TYPES,
     Accepted,
     BreakerTransition,
     Cancelled,
@@ -31,8 +30,10 @@ from antinet_tui.runtime.events import (
     LoadProgress,
     ModeChanged,
     Rejected,
+    SessionLogFailed,
     Started,
     Token,
+    event_types,
 )
 from antinet_tui.runtime.metrics import RequestMetrics
 from antinet_tui.runtime.remote import RemoteClient, sse_messages
@@ -70,6 +71,7 @@ def one_of_each() -> list[Event]:
         BreakerTransition(BreakerState.CLOSED, BreakerState.OPEN, "4 of the last 4 calls failed", snapshot),
         ModeChanged("burst", readback, requested_by="experiment", change_id=3),
         ModeChanged("turbo", None, error="unknown mode 'turbo'"),
+        SessionLogFailed("/var/log/antinet/session.jsonl", "No space left on device", 3),
     ]
 
 
@@ -83,7 +85,7 @@ def _comparable(event: Event) -> Event:
 
 def test_every_event_type_round_trips_through_the_stream():
     events = one_of_each()
-    assert {type(e) for e in events} == set(EVENT_TYPES.values())
+    assert {type(e) for e in events} == set(event_types().values())
     records = pack(list(enumerate(events, start=1)))
     assert [r["kind"] for r in records].count("tokens") == 1  # three tokens in a row travel as one record
     data = frame("events", {"events": records}).decode()

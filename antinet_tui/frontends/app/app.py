@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-import psutil
 from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -58,8 +57,8 @@ from antinet_tui.frontends.app.widgets.system_pane import SystemPane
 from antinet_tui.frontends.common import LOG_CHOICE
 from antinet_tui.platform.system_stats import SystemFeed, SystemSample, SystemSampler
 from antinet_tui.runtime.breaker import BreakerState
-from antinet_tui.runtime.connection import ConnectionChanged, ConnectionState
 from antinet_tui.runtime.client import EngineClient, EngineReserved, RequestHandle, ServiceState
+from antinet_tui.runtime.connection import ConnectionChanged, ConnectionState
 from antinet_tui.runtime.events import (
     Accepted,
     BreakerTransition,

@@ -47,6 +47,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -226,6 +227,7 @@ class WatchHub:
             "running": client.running_count(),
             "mode": jsonable(client.mode()),
             "breaker": jsonable(client.breaker_view()),
+            "log": jsonable(client.log_status()),
         }
         if metrics:
             status["metrics"] = jsonable(client.metrics_summary())
@@ -246,7 +248,7 @@ class WatchHub:
         while not self._sampler_stop.is_set():
             try:
                 sample = {"sample": jsonable(sampler.sample()), "wall": time.time()}
-            except Exception as exc:  # a sensor that fails once: go on (psutil raises its own and OSError)
+            except (OSError, RuntimeError, psutil.Error) as exc:  # a sensor that fails once: go on
                 logger.warning("system sample failed: %s", exc)
                 self._sampler_stop.wait(self.options.refresh_s)
                 continue
@@ -508,9 +510,9 @@ class _Routes:
         """Who a watcher's request or mode change is from. A watcher may name a reservation's
         holder only while its own session holds that reservation (so one watcher cannot pass
         another's experiment); otherwise it is the watcher, by address."""
-        if isinstance(name, str) and session is not None:
-            if any(r.holder == name for r in session.reservations.values()):
-                return name
+        if isinstance(name, str) and session is not None \
+                and any(r.holder == name for r in session.reservations.values()):
+            return name
         return f"watcher@{_address(request)}"
 
 

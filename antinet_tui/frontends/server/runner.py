@@ -22,8 +22,8 @@ from types import FrameType
 import uvicorn
 
 from antinet_tui.config import Settings
-from antinet_tui.frontends.server.attach import AttachGate, AttachOptions
 from antinet_tui.frontends.server.app import Served, ServerOptions, ServerState, create_app
+from antinet_tui.frontends.server.attach import AttachGate, AttachOptions
 from antinet_tui.runtime.client import EngineClient
 
 logger = logging.getLogger(__name__)
