@@ -97,7 +97,7 @@ def test_every_event_type_round_trips_through_the_stream():
     client.subscribe(received.append)
     client._apply_events(json.loads(body))
     assert [_comparable(e) for e in received] == [_comparable(e) for e in events]
-    assert client.mode() == events[-2].readback  # the applied ModeChanged's readback is the mode now
+    assert client.mode() == events[-3].readback  # the applied ModeChanged's readback is the mode now
     assert client.model_info() == events[1].model_info
 
 
