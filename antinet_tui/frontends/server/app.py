@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from antinet_tui.config import Settings
 from antinet_tui.engine.errors import EngineError
@@ -89,7 +89,9 @@ class ServerState:
         self.connections: Callable[[], int] = lambda: 0  # open HTTP connections (the runner sets it)
 
 
-def create_app(client: EngineClient, options: ServerOptions, state: ServerState | None = None) -> Starlette:
+def create_app(client: EngineClient, options: ServerOptions, state: ServerState | None = None) -> ASGIApp:
+    """The app: routes behind the gate (key, drain). Its metrics subscribe to `client`'s
+    events for the client's life (a served engine is served until the process ends)."""
     state = state or ServerState()
     metrics = ServerMetrics(client, connected_clients=lambda: state.connections(), draining=lambda: state.draining)
     handlers = _Handlers(client, options, state, metrics)
@@ -101,12 +103,8 @@ def create_app(client: EngineClient, options: ServerOptions, state: ServerState 
         Route("/ready", handlers.ready, methods=["GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
     ], exception_handlers={APIError: _api_error, 404: _not_found, 405: _method_not_allowed, Exception: _internal})
-    app.state.server = state
-    app.state.metrics = metrics
-    app.state.client = client
-    unsubscribe = client.subscribe(metrics.on_event)
-    app.state.unsubscribe = unsubscribe
-    return _Gate(app, options, state, metrics)  # type: ignore[return-value]
+    client.subscribe(metrics.on_event)
+    return _Gate(app, options, state, metrics)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
