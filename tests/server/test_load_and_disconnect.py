@@ -8,10 +8,13 @@ import socket
 import time
 
 import httpx
+import pytest
 from fakes import EventRecorder, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+from tiny_models import write_tiny_model
 
-from antinet_tui.runtime.events import Cancelled, Token
+from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.runtime.events import Cancelled, Finished, Started, Token
 from antinet_tui.runtime.session_log import read_session
 
 CLIENTS = 24
@@ -38,31 +41,46 @@ async def many_clients(url: str) -> list[dict]:
         return await asyncio.wait_for(asyncio.gather(*(stream_one(http, i) for i in range(CLIENTS))), 120)
 
 
-def test_beyond_the_queue_every_client_gets_an_answer_or_a_429_and_counts_agree(start_server, tiny_model):
-    server = start_server(tiny_model, queue_size=2)
+@pytest.fixture(scope="module")
+def slower_model(tmp_path_factory):
+    """A tiny model big enough that a long answer holds the engine for seconds."""
+    return write_tiny_model(tmp_path_factory.mktemp("serve") / "slower.gguf", context_length=4096, d_model=256,
+                            n_layers=6, ffn_dim=768)
+
+
+def test_beyond_the_queue_every_client_gets_an_answer_or_a_429_and_counts_agree(start_server, slower_model):
+    server = start_server(slower_model, queue_size=2)
+    # the operator's long answer holds the engine while the clients arrive, so the queue
+    # surely fills (without it a fast engine could serve them as they come)
+    blocker = server.service.submit(GenerationRequest("hold the engine", max_new_tokens=1000, ignore_eos=True,
+                                                      chat=False))
+    next(e for e in blocker.events(timeout=30) if isinstance(e, Started))
     results = asyncio.run(many_clients(server.url))  # none hangs: wait_for would raise
+    held = blocker.result(60)
+    assert isinstance(held, Finished), "the blocker ended before the clients came: nothing was tested"
 
     answered = [r for r in results if r["status"] == 200]
     refused = [r for r in results if r["status"] != 200]
     assert len(answered) + len(refused) == CLIENTS
     assert all(r["finish"] in (["stop"], ["length"]) for r in answered)  # whole answers, properly ended
-    assert refused, "the queue never filled: the test did not test anything"
-    assert len(answered) >= 3  # the running one and a full queue at least
+    assert len(answered) >= 2 and len(refused) >= CLIENTS // 2  # the queue's 2 places, then the rest refused
     for r in refused:
         assert r["status"] == 429 and r["error"]["code"] == "queue_full" and int(r["retry_after"]) >= 1
 
     metrics = {f.name: f for f in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)}
     outcomes = {s.labels["outcome"]: s.value for s in metrics["antinet_requests"].samples
                 if s.name == "antinet_requests_total"}
-    assert outcomes == {"finished": len(answered), "rejected": len(refused), "cancelled": 0, "failed": 0}
+    assert outcomes == {"finished": len(answered) + 1, "rejected": len(refused), "cancelled": 0, "failed": 0}
     tokens = [s.value for s in metrics["antinet_generation_tokens"].samples if s.name.endswith("_total")]
-    assert tokens == [sum(r["tokens"] for r in answered)]
+    assert tokens == [sum(r["tokens"] for r in answered) + held.metrics.generated_tokens]
 
     server.stop()  # flushes and closes the session log
     records = [r for r in read_session(server.log_file) if r["kind"] in ("finished", "rejected")]
-    kinds = [r["kind"] for r in records]
+    served = [r for r in records if r["origin"] != "operator"]
+    kinds = [r["kind"] for r in served]
     assert kinds.count("finished") == len(answered) and kinds.count("rejected") == len(refused)
-    assert all(r["origin"].startswith("127.0.0.1:") for r in records)  # who sent each one
+    assert all(r["origin"].startswith("127.0.0.1:") for r in served)  # who sent each one
+    assert [r["kind"] for r in records if r["origin"] == "operator"] == ["finished"]
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(smol_server):
@@ -87,7 +105,9 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(smol_server
     tokens = [e for e in recorder.events if isinstance(e, Token) and e.request_id == cancelled.request_id]
     after_close = [e for e in tokens if e.t_ns > closed_at]
     assert cancelled.metrics.generated_tokens < 600
-    assert len(after_close) <= 2  # the engine stopped within a decode step or so of the close
+    # the engine stopped within a few decode steps (~8 ms each here) of the close: the
+    # server notices the disconnect on its event loop, then the cancel takes one step
+    assert len(after_close) <= 5
 
 
 def test_a_client_that_gives_up_on_a_plain_reply_cancels_it_too(smol_server):
