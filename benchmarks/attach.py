@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -95,13 +96,18 @@ def _summary(name: str, values: list[float], unit: str = "ms") -> str:
 def bench_decode(server: Server, pairs: int) -> None:
     from antinet_tui.runtime.remote import RemoteClient
 
+    process = psutil.Process(server.proc.pid)
+    cpu: dict[int, list[float]] = {0: [], 3: []}
+
     def run(watchers: int) -> float:
         clients = [RemoteClient(server.url) for _ in range(watchers)]
         for client in clients:
             client.start()
         try:
             assert all(client.wait_ready(20) for client in clients), "a watcher did not connect"
+            before = sum(process.cpu_times()[:2])
             timings = server.ask()["timings"]
+            cpu[watchers].append(sum(process.cpu_times()[:2]) - before)
             assert timings["predicted_n"] == TOKENS, timings
             return float(timings["decode_tok_s"])
         finally:
@@ -122,6 +128,9 @@ def bench_decode(server: Server, pairs: int) -> None:
               file=sys.stderr)
     print(f"decode tok/s, no watcher: median {statistics.median(none_rates):.1f}; three watchers: median "
           f"{statistics.median(three_rates):.1f}")
+    none_cpu, three_cpu = statistics.median(cpu[0][1:]), statistics.median(cpu[3][1:])
+    print(f"server CPU per request (user+system, all its threads): none {none_cpu:.2f} s, three watchers "
+          f"{three_cpu:.2f} s (median; ratio {three_cpu / none_cpu:.3f})")
     print(f"three watchers ÷ none: median {statistics.median(ratios):.3f} (range {min(ratios):.3f}–{max(ratios):.3f}, "
           f"{pairs} interleaved pairs, {TOKENS} tokens, target ≥ 0.95)")
 
