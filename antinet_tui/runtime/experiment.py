@@ -279,15 +279,16 @@ class Experiment:
         """`clients`: for a backend comparison, a started, loaded engine per backend in
         plan.backends (`client` may be one of them; it is the one whose mode is restored)."""
         self.client = client
-        self.clients = dict(clients or {})
-        missing = [b for b in plan.backends if b not in self.clients]
-        if missing:
-            raise ExperimentError(f"no engine given for backend {missing[0]!r}")
+        self.clients = dict(clients or {})  # may be filled in until run()
         self.plan = plan
         self.on_run = on_run
         self.mode_timeout_s = mode_timeout_s
         self._stop = threading.Event()
         self._in_flight: RequestHandle | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self._stop.is_set()
 
     def abort(self) -> None:
         """Stop now (from any thread): the run in flight is cancelled (only ours, never an
@@ -299,6 +300,9 @@ class Experiment:
 
     def run(self) -> ExperimentReport:
         """Raises EngineError when an engine cannot be reserved (busy, or reserved)."""
+        missing = [b for b in self.plan.backends if b not in self.clients]
+        if missing:
+            raise ExperimentError(f"no engine given for backend {missing[0]!r}")
         with ExitStack() as reservations:
             for client in {id(c): c for c in (self.client, *self.clients.values())}.values():
                 reservations.enter_context(client.reserve(self.HOLDER))

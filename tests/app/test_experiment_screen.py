@@ -7,6 +7,7 @@ from fakes import FakeBackend
 from textual.widgets import DataTable, Input
 
 from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
+from antinet_tui.runtime.service import EngineService
 from antinet_tui.runtime.session_log import read_session
 
 
@@ -84,3 +85,29 @@ async def test_mode_changes_during_an_experiment_raise_no_toasts(make_app):
         app.request_mode("burst")
         await wait_until(pilot, lambda: any(n.startswith("Mode burst") for n in notifications(app)), "the toast")
         assert [n for n in notifications(app) if n.startswith("Mode ")] == ["Mode burst: effective burst"]
+
+
+async def test_the_screen_compares_engines(make_app):
+    """Backends instead of modes: the dashboard's own engine and one it starts for the
+    other backend (here a slower fake), interleaved, then shut down again."""
+    app = make_app(FakeBackend(token_delay_s=0.005))
+    started = []
+
+    def engine_for(backend):
+        engine = EngineService(FakeBackend(token_delay_s=0.02), session_log=None).start()
+        started.append((backend, engine))
+        return engine
+
+    app._start_engine_for = engine_for
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_experiment(pilot, "default", "4", "3", warmup="1")  # first use: imports, renders
+        screen.query_one("#backends", Input).value = "fake,slow"
+        await pilot.click("#start")
+        await wait_until(pilot, lambda: screen.report is not None, "the experiment to end", timeout=30)
+        assert [name for name, _ in started] == ["slow"] and started[0][1].state.value == "stopped"
+        assert [r.run.backend for r in screen.report.measured] == ["slow", "fake", "fake", "slow", "slow", "fake"]
+        table = screen.query_one(DataTable)
+        assert str(table.ordered_columns[0].label) == "backend" and table.row_count == 2
+        (comparison,) = screen.report.comparisons()
+        assert (comparison.mode_a, comparison.mode_b) == ("fake", "slow") and comparison.e2e_speedup.ratio > 1.5  # 4 by design
+        assert app.service.state.value == "ready"  # the dashboard's own engine is left running

@@ -547,7 +547,16 @@ class DashboardApp(App[int]):
         from antinet_tui.frontends.app.screens.experiment import ExperimentScreen
 
         if not isinstance(self.screen, ExperimentScreen):
-            self.push_screen(ExperimentScreen(self.service, self.export_dir))
+            self.push_screen(ExperimentScreen(self.service, self.export_dir, engine_for=self._start_engine_for))
+
+    def _start_engine_for(self, backend: str):
+        """A started engine of another backend, for the Experiment screen's engine comparison
+        (same model and settings, no session log of its own); the screen shuts it down."""
+        from dataclasses import replace
+
+        from antinet_tui.frontends.wiring import build_service
+
+        return build_service(replace(self.settings, backend=backend, no_log=True)).start()
 
     def action_toggle_burst(self) -> None:
         capabilities = self.service.capabilities()

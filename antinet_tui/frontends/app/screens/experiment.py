@@ -9,6 +9,7 @@ the result goes to the session log and can be exported as Markdown and JSON.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -57,9 +58,12 @@ class ExperimentScreen(Screen[None]):
             self.report, self.summary, self.error = report, summary or [], error
 
     def __init__(self, client: EngineClient, export_dir: Path, modes: str = "burst,default", tokens: str = "16,64",
-                 runs: int = 5, warmup: int = 1):
+                 runs: int = 5, warmup: int = 1, engine_for: Callable[[str], EngineClient] | None = None):
+        """`engine_for(backend)`: a started engine running another backend, for an engine
+        comparison (the screen shuts it down when the experiment ends)."""
         super().__init__(id="experiment")
         self.client = client
+        self.engine_for = engine_for
         self.export_dir = export_dir
         self._defaults = (modes, tokens, str(runs), str(warmup))
         self.experiment: Experiment | None = None
@@ -72,11 +76,13 @@ class ExperimentScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         modes, tokens, runs, warmup = self._defaults
         with Vertical(id="experiment-body") as body:
-            body.border_title = "Experiment · compare performance modes"
+            body.border_title = "Experiment · compare performance modes (or engines)"
             with Horizontal(id="experiment-form"):
                 with Horizontal(id="experiment-what"):
                     yield Label("modes")
                     yield Input(modes, id="modes")
+                    yield Label("backends")
+                    yield Input("", id="backends", placeholder="numpy,onnx")
                     yield Label("tokens")
                     yield Input(tokens, id="tokens")
                 with Horizontal(id="experiment-how"):
@@ -110,14 +116,18 @@ class ExperimentScreen(Screen[None]):
             self.notify("an answer is still running: wait for it (or stop it) so it cannot skew the runs",
                         severity="warning")
             return
+        backends = parse_modes(self.query_one("#backends", Input).value)
         try:
             plan = ExperimentPlan(
+                backends=backends,
                 modes=parse_modes(self.query_one("#modes", Input).value),
                 token_counts=parse_token_counts(self.query_one("#tokens", Input).value, name="tokens"),
                 runs=int(self.query_one("#runs", Input).value or 0),
                 warmup=int(self.query_one("#warmup", Input).value or 0),
                 prompts=DEFAULT_PROMPTS)
             plan.validate_for(client)
+            if backends and self.engine_for is None:
+                raise PlanError("this dashboard cannot start other engines; use `antinet-tui bench --backends`")
         except (PlanError, ValueError) as exc:
             self.notify(str(exc), title="Cannot start the experiment", severity="error", timeout=10)
             return
@@ -139,7 +149,9 @@ class ExperimentScreen(Screen[None]):
 
     @work(thread=True, group="experiment", exit_on_error=False)
     def _run(self, experiment: Experiment) -> None:
+        started: list[EngineClient] = []  # engines of other backends, for an engine comparison
         try:
+            self._engines_for(experiment, started)
             report = experiment.run()
             # the statistics and the log write happen here, off the UI thread
             self.client.log_record({"kind": "experiment", **report.to_record()})
@@ -151,7 +163,27 @@ class ExperimentScreen(Screen[None]):
         else:
             self.post_message(self.Ended(report, summary))
         finally:
+            for engine in started:
+                engine.shutdown()
             self._worker_done.set()  # a quit waits for this
+
+    def _engines_for(self, experiment: Experiment, started: list[EngineClient]) -> None:
+        """An engine per backend of the plan: the dashboard's own for its backend, a new
+        one (loaded here, in the worker) for each other."""
+        own = self.client.model_info()
+        for backend in experiment.plan.backends:
+            if own is not None and backend == own.backend:
+                experiment.clients[backend] = self.client
+                continue
+            assert self.engine_for is not None
+            self.app.call_from_thread(self._status, f"loading the {backend} engine for the comparison …")
+            engine = self.engine_for(backend)
+            started.append(engine)
+            if not engine.wait_ready():
+                raise ExperimentError(f"the {backend} engine did not load: {engine.load_error() or engine.state}")
+            if experiment.aborted:
+                raise ExperimentError("stopped while loading the engines")
+            experiment.clients[backend] = engine
 
     # -- progress ---------------------------------------------------------------------
 
@@ -160,7 +192,7 @@ class ExperimentScreen(Screen[None]):
         run, m = message.result.run, message.result.metrics
         label = "warm-up" if run.warmup else f"pair {run.pair + 1}"
         self.query_one(ProgressBar).update(progress=message.done)
-        self._status(f"{message.done} of {message.total} runs · last: {run.mode}, {run.token_count} tokens, "
+        self._status(f"{message.done} of {message.total} runs · last: {run.arm}, {run.token_count} tokens, "
                      f"{label}, end-to-end {m.e2e_ms:.0f} ms")
         self._show_table()
 
@@ -184,14 +216,17 @@ class ExperimentScreen(Screen[None]):
         table.clear()
         if self.plan is None:
             return
+        if str(table.ordered_columns[0].label) != self.plan.arm_kind:
+            table.clear(columns=True)
+            table.add_columns(self.plan.arm_kind, *COLUMNS[1:])
         partial = ExperimentReport(self.plan, results=self.results)
         for tokens in self.plan.token_counts:
-            for mode in self.plan.modes:
-                cell = partial.cell(mode, tokens)
+            for arm in self.plan.arms:
+                cell = partial.cell(arm, tokens)
                 if cell is None:
                     continue
                 med = lambda key, digits, cell=cell: f"{cell[key].median:.{digits}f}" if key in cell else "n/a"
-                table.add_row(mode, str(tokens), str(cell["e2e_ms"].n), med("ttft_ms", 0),
+                table.add_row(arm, str(tokens), str(cell["e2e_ms"].n), med("ttft_ms", 0),
                               med("decode_tok_s", 1), med("prefill_tok_s", 0), med("e2e_ms", 0))
 
     def _status(self, text: str) -> None:
