@@ -7,12 +7,15 @@ backend. On the CPU a mode is a bundle of
   * process priority (nice, via psutil) -- raising it needs CAP_SYS_NICE / root;
   * CPU affinity (psutil) -- power_saver keeps the process on one core.
 `apply_mode` returns what the system reports afterwards, and names each knob that
-could not be set, so a mode is never silently a no-op.
+could not be set, so a mode is never silently a no-op. On Linux priority and affinity
+belong to each thread: they are set on every thread of the process and read back from
+the engine's own.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,21 +87,10 @@ class CpuModeController:
         elif threads != want_threads:
             problems.append(f"threads: asked for {want_threads}, the engine reports {threads}")
 
-        try:
-            self._process.nice(mode.nice)
-        except (psutil.AccessDenied, PermissionError):
-            problems.append(f"priority: nice {mode.nice} not permitted (needs CAP_SYS_NICE or root)")
-        nice = self._process.nice()
-
-        affinity: list[int] | None = None
-        if hasattr(self._process, "cpu_affinity"):
-            try:
-                self._process.cpu_affinity(want_cores)
-            except (psutil.AccessDenied, PermissionError, OSError) as exc:
-                problems.append(f"affinity: could not set cores {want_cores}: {exc}")
-            affinity = self._process.cpu_affinity()
-        elif mode.one_core:
-            problems.append("affinity: not supported on this OS")
+        if _thread_ids() is not None:  # Linux: priority and affinity are per thread
+            nice, affinity = self._apply_to_every_thread(mode.nice, want_cores, problems)
+        else:
+            nice, affinity = self._apply_to_process(mode, want_cores, problems)
 
         settings = {"threads": threads, "nice": nice, "cores": affinity, "usable_cores": n_cores}
         self._current = ModeReadback(
@@ -109,6 +101,66 @@ class CpuModeController:
             switch_seconds=time.perf_counter() - started,
         )
         return self._current
+
+
+    def _apply_to_every_thread(self, nice: int, cores: list[int], problems: list[str]) -> tuple[int, list[int]]:
+        """Set nice and affinity on every thread of the process and read them back from
+        the calling one (the engine's). On Linux both are per thread: setting them for
+        the process id changes the main thread only, and the engine thread and its
+        thread pools would keep running on every core at the old priority."""
+        refused_nice = refused_cores = None
+        for tid in _thread_ids() or []:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except PermissionError:
+                refused_nice = f"priority: nice {nice} not permitted (needs CAP_SYS_NICE or root)"
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
+            try:
+                os.sched_setaffinity(tid, cores)
+            except ProcessLookupError:
+                pass
+            except OSError as exc:
+                refused_cores = f"affinity: could not set cores {cores}: {exc}"
+        problems += [p for p in (refused_nice, refused_cores) if p]
+        me = threading.get_native_id()
+        got_nice, got_cores = os.getpriority(os.PRIO_PROCESS, me), sorted(os.sched_getaffinity(me))
+        others = [tid for tid in _thread_ids() or [] if _thread_differs(tid, got_nice, got_cores)]
+        if others:
+            problems.append(f"{len(others)} thread(s) kept another priority or affinity")
+        return got_nice, got_cores
+
+    def _apply_to_process(self, mode: CpuMode, cores: list[int], problems: list[str]) -> tuple[int, list[int] | None]:
+        try:
+            self._process.nice(mode.nice)
+        except (psutil.AccessDenied, PermissionError):
+            problems.append(f"priority: nice {mode.nice} not permitted (needs CAP_SYS_NICE or root)")
+        nice = self._process.nice()
+        affinity: list[int] | None = None
+        if hasattr(self._process, "cpu_affinity"):
+            try:
+                self._process.cpu_affinity(cores)
+            except (psutil.AccessDenied, PermissionError, OSError) as exc:
+                problems.append(f"affinity: could not set cores {cores}: {exc}")
+            affinity = self._process.cpu_affinity()
+        elif mode.one_core:
+            problems.append("affinity: not supported on this OS")
+        return nice, affinity
+
+
+def _thread_ids() -> list[int] | None:
+    """Every thread of this process (Linux), or None where threads cannot be listed."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return None
+
+
+def _thread_differs(tid: int, nice: int, cores: list[int]) -> bool:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, tid) != nice or sorted(os.sched_getaffinity(tid)) != cores
+    except OSError:  # ended meanwhile
+        return False
 
 
 def set_blas_threads(n: int) -> int | None:

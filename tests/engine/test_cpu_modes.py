@@ -69,3 +69,35 @@ def test_unknown_mode_lists_the_valid_ones():
     with pytest.raises(UnknownMode) as err:
         CpuModeController().apply("turbo")
     assert str(err.value) == "unknown mode 'turbo'; valid modes: " + ", ".join(m.name for m in CPU_MODES)
+
+
+FROM_AN_ENGINE_THREAD = """
+import json, os, threading
+from antinet_tui.engine.cpu_modes import CpuModeController
+spinning = threading.Event()
+def pool_worker():  # a thread that exists before the mode is applied, like a BLAS/ORT pool's
+    spinning.wait()
+pool = threading.Thread(target=pool_worker); pool.start()
+out = {}
+def engine():
+    r = CpuModeController().apply("power_saver")
+    out["readback"] = {"cores": r.settings["cores"], "nice": r.settings["nice"], "not_applied": list(r.not_applied)}
+    out["threads"] = {name: [sorted(os.sched_getaffinity(tid)), os.getpriority(os.PRIO_PROCESS, tid)]
+                      for name, tid in (("engine", threading.get_native_id()), ("main", os.getpid()),
+                                        ("pool", pool.native_id))}
+t = threading.Thread(target=engine); t.start(); t.join(); spinning.set(); pool.join()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority and affinity are Linux's")
+def test_a_mode_applied_from_the_engine_thread_reaches_every_thread():
+    """On Linux priority and affinity are per thread: setting them for the process id
+    alone changed the main thread, and the engine thread went on using every core."""
+    out = json.loads(subprocess.run([sys.executable, "-c", FROM_AN_ENGINE_THREAD], capture_output=True, text=True,
+                                    check=True).stdout)
+    readback = out["readback"]
+    for cores, nice in out["threads"].values():
+        assert cores == readback["cores"] and len(cores) == 1
+        assert nice == readback["nice"]
+    assert readback["nice"] == 10 or any("nice 10" in p for p in readback["not_applied"])
