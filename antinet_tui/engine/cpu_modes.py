@@ -87,6 +87,7 @@ class CpuModeController:
         elif threads != want_threads:
             problems.append(f"threads: asked for {want_threads}, the engine reports {threads}")
 
+        affinity: list[int] | None
         if _thread_ids() is not None:  # Linux: priority and affinity are per thread
             nice, affinity = self._apply_to_every_thread(mode.nice, want_cores, problems)
         else:
