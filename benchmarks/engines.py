@@ -64,8 +64,11 @@ class OurEngine:
         info = self.backend.load()
         self.load_seconds = time.perf_counter() - started
         self.from_cache = info.details["from_cache"]
-        mode = "burst" if threads > 1 else "power_saver"
+        # normal priority, no pinning (llama.cpp gets neither): all cores, or default's one thread
+        mode = "sustained_high_performance" if threads > 1 else "default"
         self.readback = self.backend.apply_mode(mode)
+        if self.readback.settings["threads"] != threads:
+            raise SystemExit(f"{mode} runs {self.readback.settings['threads']} threads here, not {threads}")
         self.forward = self.backend._model.forward
         self.cancel = threading.Event()
 
