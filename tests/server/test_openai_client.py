@@ -92,3 +92,28 @@ def test_stop_strings_end_the_answer_without_the_match(client):
     chunks = list(streamed)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital of France is "
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_conversation_is_rendered_turn_by_turn_with_the_models_template(client, real_model):
+    """The reply to a messages list is the model's reply to that conversation rendered by
+    its own chat template: the same text and token count as sending the rendered prompt raw."""
+    from gguf import GGUFReader
+
+    from antinet_tui.engine.protocol import Message
+    from antinet_tui.engine.tokenizer import ChatTemplate
+
+    model = model_id(client)
+    turns = [{"role": "system", "content": "You are a friendly assistant."},
+             {"role": "user", "content": "Hello! My name is Ada."},
+             {"role": "assistant", "content": "Nice to meet you, Ada! How can I help you today?"},
+             {"role": "user", "content": "What is my name?"}]
+    chat = client.chat.completions.create(model=model, temperature=0, max_tokens=24, messages=turns)
+    alone = client.chat.completions.create(model=model, temperature=0, max_tokens=1, messages=turns[-1:])
+    assert chat.usage.prompt_tokens > alone.usage.prompt_tokens + 20  # every turn is in the prompt
+
+    field = GGUFReader(real_model).fields["tokenizer.chat_template"]
+    template = ChatTemplate(bytes(field.parts[field.data[0]]).decode("utf-8"))
+    rendered = template.render_conversation([Message(t["role"], t["content"]) for t in turns])
+    raw = client.completions.create(model=model, temperature=0, max_tokens=24, prompt=rendered)
+    assert raw.usage.prompt_tokens == chat.usage.prompt_tokens
+    assert raw.choices[0].text == chat.choices[0].message.content
