@@ -206,7 +206,8 @@ class RemoteClient:
         threading.Thread(target=self._cancel_abandoned, name="antinet-attach-cancel", daemon=True).start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until the server's engine was seen ready (or `timeout`)."""
+        """Block until the server was seen past loading, with its history delivered, or the
+        key was refused (or `timeout`); True when its engine is ready."""
         self._ready.wait(timeout)
         return self._state is ServiceState.READY
 
@@ -538,7 +539,7 @@ class RemoteClient:
             self._instance = instance
             self._session = str(snap["session"])
             self._seq = int(snap["seq"])
-            self._apply_status(snap)
+            self._apply_status(snap, settle=False)
             self._load_error = snap.get("load_error")
             self._model_info = _value(ModelInfo, snap.get("model_info"))
             self._capabilities = _value(Capabilities, snap.get("capabilities"))
@@ -552,7 +553,8 @@ class RemoteClient:
                     self._deliver(Event.from_record(record))
         for sample in snap.get("system", ()):
             self._apply_system(sample)
-        self._ready.set()
+        if self._state is not ServiceState.LOADING:
+            self._ready.set()  # after the history: a caller of wait_ready() finds it delivered
         self._set_connection(ConnectionState.LIVE, server_restarted=restarted)
 
     def _apply_events(self, body: dict[str, Any]) -> None:
@@ -580,8 +582,9 @@ class RemoteClient:
             self._seq = seq
             self._deliver(Event.from_record(record))
 
-    def _apply_status(self, status: dict[str, Any]) -> None:
-        """The lock is held."""
+    def _apply_status(self, status: dict[str, Any], *, settle: bool = True) -> None:
+        """The lock is held. `settle`: wake wait_ready() if loading is over (a snapshot
+        does that itself, once its history was delivered)."""
         if (log := status.get("log")) is not None:
             self._log = from_jsonable(LogStatus, log)
         self._state = ServiceState(status["state"])
@@ -591,7 +594,7 @@ class RemoteClient:
             self._breaker, self._breaker_at = from_jsonable(BreakerSnapshot, breaker), time.monotonic()
         if (metrics := status.get("metrics")) is not None:
             self._metrics = from_jsonable(MetricsSummary, metrics)
-        if self._state is ServiceState.READY:
+        if settle and self._state is not ServiceState.LOADING:
             self._ready.set()
 
     def _apply_system(self, body: dict[str, Any]) -> None:
