@@ -1,6 +1,6 @@
 """The `antinet-tui` command: the dashboard (no subcommand), run, info, locate, ...
 
-Every subcommand drives the engine through the runtime's EngineService, so a figure
+Every subcommand drives the engine through the runtime's EngineClient surface, so a figure
 printed here and one shown in the dashboard come from the same code.
 """
 

@@ -1,4 +1,6 @@
-"""Settings -> a ready-to-start EngineService: shared by the CLI and the dashboard."""
+"""Settings -> a ready-to-start engine service: shared by the CLI, the dashboard and the
+server. The one place the concrete EngineService is built; the frontends see only the
+EngineClient surface it implements (runtime/client.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ from antinet_tui.engine.backends import create_backend
 from antinet_tui.engine.errors import UnknownMode
 from antinet_tui.frontends.common import LOG_CHOICE
 from antinet_tui.runtime.breaker import BreakerConfig, CircuitBreaker
+from antinet_tui.runtime.client import EngineClient
 from antinet_tui.runtime.service import EngineService
 from antinet_tui.runtime.session_log import SessionLog, SessionLogError, default_log_path
 
 
-def build_service(settings: Settings, modes_used: tuple[str, ...] = ()) -> EngineService:
+def build_service(settings: Settings, modes_used: tuple[str, ...] = ()) -> EngineClient:
     """Backend + breaker + session log wired into an EngineService (not started). The
     configured mode is checked here; the frontend asks for it once the service started
     (set_mode(..., requested_by="settings")), so it can wait for its readback.

@@ -1,4 +1,5 @@
-"""DashboardApp: renders an EngineService's events and sends it the operator's requests.
+"""DashboardApp: renders an engine service's events and sends it the operator's requests
+(through the EngineClient surface only: the service may be in-process or remote).
 
 Threads and who does what:
 
