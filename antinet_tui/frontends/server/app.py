@@ -233,8 +233,7 @@ class _Handlers:
                 first = await _first_of(_until_started(exchange.events), _disconnected(request))
                 if isinstance(first, Started):
                     streaming = True
-                    return StreamingResponse(self._stream(exchange), media_type="text/event-stream",
-                                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                    return _EventStream(self._stream(exchange), lambda: self._done(handle))
                 end = first
             else:
                 end = await _first_of(_terminal(exchange.events), _disconnected(request))
@@ -423,6 +422,23 @@ def _ended_early(event: object) -> APIError:
     tokens = len(event.token_ids) if isinstance(event, Cancelled) else 0
     return APIError(503, f"the request was cancelled by the server after {tokens} tokens "
                     "(shutdown, or the operator stopped it)", type=UNAVAILABLE, code="cancelled")
+
+
+class _EventStream(StreamingResponse):
+    """An SSE response that releases its request when the response ends, however it ends:
+    a client gone before the first chunk means the body generator never ran (its own
+    `finally` never runs), and the request would go on generating for nobody."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_end: Callable[[], None]):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_end()
 
 
 def _engine_gone(why: object) -> APIError:
