@@ -6,9 +6,9 @@ The app runs headless at 120x40 on the installed SmolLM2 through the same Engine
 as `antinet-tui`, at temperature 0. It answers the France prompt (idle.svg), captures a
 longer answer while it streams (mid-answer.svg), sends long answers until the breaker
 opens (breaker-open.svg), opens help (help.svg), then resets the breaker and runs a
-small burst-vs-default experiment (experiment.svg). The session uses a 1500 ms slow-call
+small burst-vs-default experiment (experiment.svg). The session uses a 400 ms slow-call
 threshold instead of 3000 ms so real calls trip the breaker in seconds; the screen says
-so ("slow > 1500 ms").
+so ("slow service > 400 ms").
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from antinet_tui.runtime.breaker import BreakerState
 from antinet_tui.runtime.client import ServiceState
 
 SIZE = (120, 40)
-SLOW_CALL_MS = 1500
+SLOW_CALL_MS = 400  # onnx answers 96 tokens in about 0.6 s: real answers must be able to trip it
 FRANCE = "What is the capital of France? Answer in one sentence."
 STORY = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 LONG_ANSWERS = (
@@ -91,11 +91,16 @@ async def capture(directory: Path) -> None:
             await _finish(pilot, await _ask(pilot, FRANCE))
             _save(app, directory, "idle")
 
+            # A longer story, so that a fast engine is still writing it when the shot is taken.
+            for _ in range(2):
+                app.action_max_tokens(1)
             story = await _ask(pilot, STORY)
             await _until(pilot, lambda: app.records[story].tokens >= MID_ANSWER_TOKENS, "the story to stream")
             await pilot.pause(0.1)
             _save(app, directory, "mid-answer")
             await _finish(pilot, story)
+            for _ in range(2):
+                app.action_max_tokens(-1)
 
             for prompt in (LONG_ANSWERS * 2)[:MAX_ANSWERS_TO_TRIP]:
                 if service.breaker_view().state is BreakerState.OPEN:

@@ -44,7 +44,7 @@ class ExperimentScreen(Screen[None]):
         Binding("escape", "stop_or_close", "Stop / close", id="experiment-stop"),
         Binding("ctrl+s", "export", "Export", id="experiment-export"),  # ctrl+e is the Inputs' end-of-line
     ]
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 (Textual's type)  # -narrow: the form on two rows
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]  # noqa: RUF012 (Textual's type)  # -narrow: the form on two rows
 
     class RunDone(Message):
         def __init__(self, result: RunResult, done: int, total: int) -> None:
