@@ -75,6 +75,7 @@ def seeded_metrics(n: int = 12) -> MetricsStore:
                 mode="default",
                 stop_reason="eos",
                 outcome="finished",
+                service_ms=899.8 + 400 * (i % 6),  # e2e less the queue wait
             )
         )
     return store
