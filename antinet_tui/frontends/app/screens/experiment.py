@@ -151,21 +151,25 @@ class ExperimentScreen(Screen[None]):
     def _run(self, experiment: Experiment) -> None:
         started: list[EngineClient] = []  # engines of other backends, for an engine comparison
         try:
+            ended = self._measure(experiment, started)
+        finally:
+            # released before Ended is posted: when the screen says "done", they are gone
+            for engine in started:
+                engine.shutdown()
+            self._worker_done.set()  # a quit waits for this
+        self.post_message(ended)
+
+    def _measure(self, experiment: Experiment, started: list[EngineClient]) -> Ended:
+        try:
             self._engines_for(experiment, started)
             report = experiment.run()
             # the statistics and the log write happen here, off the UI thread
             self.client.log_record({"kind": "experiment", **report.to_record()})
-            summary = summary_lines(report)
+            return self.Ended(report, summary_lines(report))
         except (ExperimentError, EngineError) as exc:  # e.g. the engine shut down under it
-            self.post_message(self.Ended(None, error=str(exc)))
+            return self.Ended(None, error=str(exc))
         except Exception as exc:  # noqa: BLE001 anything else: still end, so Start comes back
-            self.post_message(self.Ended(None, error=f"{type(exc).__name__}: {exc}"))
-        else:
-            self.post_message(self.Ended(report, summary))
-        finally:
-            for engine in started:
-                engine.shutdown()
-            self._worker_done.set()  # a quit waits for this
+            return self.Ended(None, error=f"{type(exc).__name__}: {exc}")
 
     def _engines_for(self, experiment: Experiment, started: list[EngineClient]) -> None:
         """An engine per backend of the plan: the dashboard's own for its backend, a new
