@@ -37,6 +37,8 @@ from antinet_tui.frontends.server.errors import (
     UNAVAILABLE,
     APIError,
     bad_request,
+    bearer_token,
+    exception_handlers,
 )
 from antinet_tui.frontends.server.prometheus import CONTENT_TYPE, ServerMetrics
 from antinet_tui.frontends.server.schemas import ParsedRequest, decode_json, parse_chat, parse_completion
@@ -102,29 +104,10 @@ def create_app(client: EngineClient, options: ServerOptions, state: ServerState 
         Route("/health", handlers.health, methods=["GET"]),
         Route("/ready", handlers.ready, methods=["GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
-    ], exception_handlers={APIError: _api_error, 404: _not_found, 405: _method_not_allowed, Exception: _internal})
+    ], exception_handlers=exception_handlers(
+        "see /v1/chat/completions, /v1/completions, /v1/models, /health, /ready, /metrics"))
     client.subscribe(metrics.on_event)
     return _Gate(app, options, state, metrics)
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, APIError)
-    return exc.response()
-
-
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return APIError(404, f"no route {request.url.path}; see /v1/chat/completions, /v1/completions, /v1/models, "
-                    "/health, /ready, /metrics", code="not_found").response()
-
-
-async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed").response()
-
-
-async def _internal(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error answering %s %s", request.method, request.url.path)
-    return APIError(500, "internal error; the server's log has the details", type=SERVER_ERROR,
-                    code="internal_error").response()
 
 
 class _Gate:
@@ -167,7 +150,7 @@ class _Gate:
         if path in OPEN_ROUTES:
             return None
         if self._key is not None:
-            given = _bearer(scope)
+            given = bearer_token(scope.get("headers", ()))
             if given is None or not hmac.compare_digest(given, self._key):
                 what = "no API key was sent" if given is None else "the API key is not valid"
                 return APIError(401, f"{what}: send the header 'Authorization: Bearer KEY'",
@@ -179,16 +162,6 @@ class _Gate:
 
 
 _KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics"}
-
-
-def _bearer(scope: Scope) -> bytes | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-            return b""  # present but not a bearer token: wrong, not missing
-    return None
 
 
 class _Handlers:

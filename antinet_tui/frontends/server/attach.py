@@ -57,7 +57,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from antinet_tui import __version__
 from antinet_tui.engine.errors import EngineError, UnknownMode
 from antinet_tui.engine.protocol import GenerationRequest
-from antinet_tui.frontends.server.errors import AUTHENTICATION, UNAVAILABLE, APIError, bad_request
+from antinet_tui.frontends.server.errors import (
+    AUTHENTICATION,
+    UNAVAILABLE,
+    APIError,
+    bad_request,
+    bearer_token,
+    exception_handlers,
+)
 from antinet_tui.platform.system_stats import SystemSampler
 from antinet_tui.runtime.client import EngineClient, EngineReserved, RequestHandle, Reservation
 from antinet_tui.runtime.events import (
@@ -567,7 +574,7 @@ class AttachGate:
             Route("/attach/reservations/{token}", routes.release, methods=["DELETE"]),
             Route("/attach/count-tokens", routes.count_tokens, methods=["POST"]),
             Route("/attach/records", routes.record, methods=["POST"]),
-        ], exception_handlers={APIError: _api_error, 404: _not_found, 405: _not_allowed, Exception: _internal})
+        ], exception_handlers=exception_handlers(f"the attach routes are under {PREFIX}"))
         self._keys = {CONTROL: _encode(options.api_key), WATCH: _encode(options.watch_key)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -586,7 +593,7 @@ class AttachGate:
 
     def _refusal(self, scope: Scope, needed: str) -> APIError | None:
         control_key, watch_key = self._keys[CONTROL], self._keys[WATCH]
-        given = _bearer(scope)
+        given = bearer_token(scope.get("headers", ()))
         if control_key is None:  # no API key: open on loopback, else only a watch key can watch
             if self.options.loopback_only:
                 return None
@@ -611,30 +618,3 @@ class AttachGate:
 
 def _encode(key: str | None) -> bytes | None:
     return key.encode("utf-8") if key else None
-
-
-def _bearer(scope: Scope) -> bytes | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            return token.strip() if scheme.lower() == b"bearer" else b""
-    return None
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, APIError)
-    return exc.response()
-
-
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return APIError(404, f"no route {request.url.path}", code="not_found").response()
-
-
-async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed").response()
-
-
-async def _internal(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error answering %s %s", request.method, request.url.path)
-    return APIError(500, "internal error; the server's log has the details", type="server_error",
-                    code="internal_error").response()
