@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +85,7 @@ class WeightCache:
         return CachedModel(weights, manifest["meta"], entry)
 
     def store(self, digest: str, source: Path, weights: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.entry_dir(digest)
-        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
-        lock = _lock(tmp / WRITER_LOCK)  # held until the folder is renamed or removed
-        try:
+        def fill(tmp: Path) -> None:
             index, size = layout(weights)
             with open(tmp / "weights.bin", "wb") as f:
                 for (_, _, _, offset), arr in zip(index, weights.values()):
@@ -98,17 +95,9 @@ class WeightCache:
                         "size": size, "tensors": index, "meta": meta}
             (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
             self._remove_entries_for(source, keep=tmp)
-            (tmp / WRITER_LOCK).unlink()  # the entry carries no lock file; ours stays held until closed
-            try:
-                os.replace(tmp, final)
-            except OSError:  # another process stored the same entry first
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        finally:
-            if lock is not None:
-                os.close(lock)
+
+        final = self.entry_dir(digest)
+        write_entry(self.root, final, fill)
         return final
 
     def remove_abandoned(self) -> int:
@@ -163,6 +152,30 @@ class WeightCache:
                 continue
             if json.dumps(wanted, ensure_ascii=False) in head:
                 shutil.rmtree(manifest.parent, ignore_errors=True)
+
+
+def write_entry(root: Path, final: Path, fill: Callable[[Path], None]) -> None:
+    """Publish a cache entry whole: `fill(tmp)` writes its files into a temp folder that
+    holds WRITER_LOCK while it is written (so remove_abandoned never takes a live writer's
+    folder), then one rename makes it `final`. A corrupt entry at `final` is replaced; if
+    another process published the same entry first, ours is dropped."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root))
+    lock = _lock(tmp / WRITER_LOCK)  # held until the folder is renamed or removed
+    try:
+        fill(tmp)
+        (tmp / WRITER_LOCK).unlink()  # the entry carries no lock file; ours stays held until closed
+        shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process stored the same entry first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def _lock(path: Path) -> int | None:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from antinet_tui.engine.weight_cache import TEMP_PREFIX, WRITER_LOCK, WeightCache, _lock, default_cache_dir
+from antinet_tui.engine.weight_cache import WRITER_LOCK, WeightCache, default_cache_dir, write_entry
 
 FORMAT_VERSION = 2  # bump when the graph's layout changes
 MODEL_FILE = "model.onnx"
@@ -67,29 +65,16 @@ class DecoderCache:
     def store(self, digest: str, variant: str, source: Path, write: Callable[[Path], None],
               meta: dict[str, Any]) -> Path:
         """`write(path)` saves the model at path (with its data file beside it)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.entry_dir(digest, variant)
-        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
-        lock = _lock(tmp / WRITER_LOCK)  # held until the folder is renamed or removed
-        try:
+        def fill(tmp: Path) -> None:
             write(tmp / MODEL_FILE)
-            (tmp / WRITER_LOCK).unlink()  # the entry carries no lock file; ours stays held until closed
-            files = {f.name: (f.stat().st_size, _sha256(f)) for f in sorted(tmp.iterdir())}
+            files = {f.name: (f.stat().st_size, _sha256(f)) for f in sorted(tmp.iterdir()) if f.name != WRITER_LOCK}
             manifest = {"format": FORMAT_VERSION, "sha256": digest, "variant": variant,
                         "source": str(source.resolve()), "files": files, "meta": meta}
             (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
             self._remove_entries_for(source, variant, keep=tmp)
-            shutil.rmtree(final, ignore_errors=True)  # a corrupt entry being replaced
-            try:
-                os.replace(tmp, final)
-            except OSError:  # another process stored the same entry first
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        finally:
-            if lock is not None:
-                os.close(lock)
+
+        final = self.entry_dir(digest, variant)
+        write_entry(self.root, final, fill)
         return final / MODEL_FILE
 
     def _remove_entries_for(self, source: Path, variant: str, keep: Path) -> None:
