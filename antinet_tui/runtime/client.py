@@ -117,12 +117,8 @@ class _Inbox:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                if index < len(self._events):
-                    return self._events[index]
-                if self._ended:
-                    if self._error is not None:
-                        raise EngineError(self._error)
-                    return None
+                if self._settled(index):
+                    return self._at(index)
                 left = _WAIT_SLICE_S if deadline is None else min(_WAIT_SLICE_S, deadline - time.monotonic())
                 if left <= 0:
                     raise TimeoutError
@@ -133,15 +129,25 @@ class _Inbox:
         loop = asyncio.get_running_loop()
         while True:
             with self._cond:
-                if index < len(self._events):
-                    return self._events[index]
-                if self._ended:
-                    if self._error is not None:
-                        raise EngineError(self._error)
-                    return None
+                if self._settled(index):
+                    return self._at(index)
                 future: asyncio.Future[None] = loop.create_future()
                 self._async_waiters.append((loop, future))
             await future
+
+    def _settled(self, index: int) -> bool:
+        """Whether get(index) can answer now: the event is there or none will come.
+        The condition is held."""
+        return index < len(self._events) or self._ended
+
+    def _at(self, index: int) -> Event | None:
+        """Event `index`, None past the end of a finished stream; raises EngineError when
+        the stream was aborted. The condition is held and _settled(index)."""
+        if index < len(self._events):
+            return self._events[index]
+        if self._error is not None:
+            raise EngineError(self._error)
+        return None
 
     def _wake(self) -> None:
         """The condition is held."""
