@@ -22,7 +22,7 @@ from tiny_models import write_tiny_model
 from antinet_tui.engine.cpu_modes import usable_cores
 from antinet_tui.engine.errors import InvalidRequest, ModelFormatError, UnsupportedByBackend
 from antinet_tui.engine.numpy_backend import NumpyBackend
-from antinet_tui.engine.onnx.backend import OnnxBackend
+from antinet_tui.engine.onnx.backend import ACTIVATIONS, OnnxBackend
 from antinet_tui.engine.onnx.blocks import from_gguf_blocks
 from antinet_tui.engine.protocol import GenerationRequest, StopReason
 
@@ -88,6 +88,23 @@ def test_logits_match_numpy(models, arch, qtype, tmp_path):
     assert np.abs(exact - expected).max() < 1e-3
     fast = logits_along(loaded(OnnxBackend(path, cache_dir=tmp_path)), ids, steps)
     assert np.abs(fast - expected).max() < 0.10 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("activations", list(ACTIVATIONS))
+def test_each_linear_runs_at_the_accuracy_level_its_preset_names(models, activations, tmp_path):
+    import onnx
+    from onnx.helper import get_attribute_value
+
+    info = OnnxBackend(models[("llama", Q.Q4_1)], cache_dir=tmp_path, activations=activations).load()
+    graph = onnx.load(info.details["onnx_model"], load_external_data=False).graph
+    levels: dict[str, set] = {}
+    for node in graph.node:
+        if node.op_type == "MatMulNBits":  # weights are named blk.N.<role>.q, or the head's
+            weight = node.input[1]
+            role = "head" if weight in ("token_embd.q", "lm_head.q") else weight.split(".")[2]
+            level = next(get_attribute_value(a) for a in node.attribute if a.name == "accuracy_level")
+            levels.setdefault(role, set()).add(level)
+    assert levels == {role: {level} for role, level in ACTIVATIONS[activations].items()}
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

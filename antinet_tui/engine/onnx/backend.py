@@ -27,12 +27,21 @@ from antinet_tui.engine.weight_cache import file_sha256
 if TYPE_CHECKING:
     from antinet_tui.engine.onnx.runner import OnnxForward
 
-# MatMulNBits' accuracy_level (layers, LM head): 4 quantizes activations to int8 per
-# block of 32 (integer kernels, fast), 0 keeps them float32 (slower). "fp32-all" matches
-# the numpy reference to ~1e-4 but its 8-bit LM head takes ~100 ms per token at level 0
-# on a 49k vocabulary: for tests and reference runs, not for serving.
-ACTIVATIONS = {"int8": (4, 4), "fp32": (0, 4), "fp32-all": (0, 0)}
-DEFAULT_ACTIVATIONS = "int8"
+# MatMulNBits' accuracy_level for each linear (graph.ROLES): 4 quantizes its input to int8
+# per block of 32 (integer kernels, fast), 0 keeps it float32 (slower kernels). The default
+# keeps the attention projection's input in float32: int8 there cost the most accuracy
+# (SmolLM2, teacher-forced against the numpy fp32 reference: mean per-step largest logit
+# error 0.78 -> 0.60, largest 1.53 -> 1.15) for ~3 % of decode speed; int8 elsewhere.
+# "fp32-all" matches the numpy reference to ~1e-4 but its 8-bit LM head takes ~100 ms per
+# token at level 0 on a 49k vocabulary: for tests and reference runs, not for serving.
+INT8, FP32 = 4, 0
+ACTIVATIONS: dict[str, dict[str, int]] = {
+    "qkv-fp32": {"qkv": FP32, "o": INT8, "gate_up": INT8, "down": INT8, "head": INT8},
+    "int8": {"qkv": INT8, "o": INT8, "gate_up": INT8, "down": INT8, "head": INT8},
+    "fp32": {"qkv": FP32, "o": FP32, "gate_up": FP32, "down": FP32, "head": INT8},
+    "fp32-all": {"qkv": FP32, "o": FP32, "gate_up": FP32, "down": FP32, "head": FP32},
+}
+DEFAULT_ACTIVATIONS = "qkv-fp32"
 
 
 def onnxruntime_available() -> str | None:
@@ -119,7 +128,7 @@ class OnnxBackend(StepwiseBackend):
         check_supported(gf, cfg)
         vocab = VocabSpec.from_gguf(gf)
         Tokenizer(vocab)  # fail on an unsupported tokenizer before the slow part
-        model = build_model(gf, cfg, *ACTIVATIONS[self._activations],
+        model = build_model(gf, cfg, ACTIVATIONS[self._activations],
                             lambda f, m: progress(0.08 + 0.75 * f, m))
         meta = model_meta(gf, cfg, vocab, self.model_path)
         meta["weights_bytes"] = weights_read_per_token(model)

@@ -23,7 +23,7 @@ layout: llama files are converted with Q/K rows permuted for adjacent-pair rotat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -57,11 +57,15 @@ def check_supported(gf: GGUFFile, cfg: ModelConfig) -> None:
                                    + UNSUPPORTED_HINT)
 
 
+# the linears of a block, and the LM head: each takes its own MatMulNBits accuracy_level
+ROLES = ("qkv", "o", "gate_up", "down", "head")
+
+
 class _Builder:
-    def __init__(self, accuracy_level: int):
+    def __init__(self, accuracy: Mapping[str, int]):
         self.nodes: list = []
         self.initializers: list = []
-        self.accuracy_level = accuracy_level
+        self.accuracy = accuracy
         self._names: dict[str, int] = {}
         self._consts: set[str] = set()
 
@@ -84,20 +88,21 @@ class _Builder:
         self.nodes.append(helper.make_node(op_type, inputs, outputs, name=base, domain=domain or None, **attrs))
         return outputs
 
-    def linear(self, x: str, w: NBitsWeight, name: str, bias: np.ndarray | None = None) -> str:
+    def linear(self, x: str, w: NBitsWeight, name: str, role: str, bias: np.ndarray | None = None) -> str:
         """x @ W.T as MatMulNBits on the file's blocks (+ Q4_1's per-block minimum)."""
         n_blocks = w.k // BLOCK
         if w.block_min is not None:
             # sum(x[block] * (d*q + m)) = MatMulNBits(x) + blocksum(x) @ m.T. The block sums
             # come from the same MatMulNBits: one extra output row per block, weight 1 on
             # that block's inputs (exact in 4 bits: scale 1, q 1, zero point 0), so they
-            # sum the very activations the product used (int8 ones, at accuracy level 4)
+            # sum the very activations the product used (int8 ones, at accuracy level 4:
+            # summing the float inputs instead doubled the logit error)
             w = with_block_sum_rows(w)
         inputs = [x, self.const(f"{name}.q", w.packed), self.const(f"{name}.scales", w.scales)]
         if w.zero_points is not None:
             inputs.append(self.const(f"{name}.zp", w.zero_points))
         (y,) = self.op("MatMulNBits", inputs, domain=MS, K=w.k, N=w.n, bits=w.bits, block_size=BLOCK,
-                       accuracy_level=self.accuracy_level)
+                       accuracy_level=self.accuracy[role])
         if w.block_min is not None:
             n = w.n - n_blocks
             y, sums = self.op("Split", [y, self.shape_const(n, n_blocks)], n_outputs=2, axis=-1)
@@ -124,14 +129,18 @@ def rope_tables(cfg: ModelConfig, n_ctx: int, freq_factors: np.ndarray | None) -
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
-def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accuracy_level: int,
+def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy: Mapping[str, int],
                 on_progress: Callable[[float, str], None] | None = None):
-    """The decoder as an onnx.ModelProto (not yet serialized)."""
+    """The decoder as an onnx.ModelProto (not yet serialized). `accuracy` gives each of
+    ROLES its MatMulNBits accuracy_level (4: int8 activations, 0: float32)."""
     from onnx import TensorProto, helper
 
     check_supported(gf, cfg)
     progress = on_progress or (lambda fraction, message: None)
-    b = _Builder(accuracy_level)
+    missing = set(ROLES) - set(accuracy)
+    if missing:
+        raise ValueError(f"no accuracy level for {', '.join(sorted(missing))}")
+    b = _Builder(accuracy)
 
     def blocks(name: str) -> NBitsWeight:
         t = gf.tensors.get(name)
@@ -140,11 +149,11 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         k, n = (int(d) for d in t.shape)  # gguf: fastest dimension first
         return from_gguf_blocks(t.tensor_type.name, t.data, n, k)
 
-    def fused(names: list[str], prefix: str, label: str, bias: np.ndarray | None = None) -> str:
+    def fused(names: list[str], x: str, label: str, role: str, bias: np.ndarray | None = None) -> str:
         parts = [blocks(n) for n in names]
         if len({(p.qtype, p.k) for p in parts}) == 1:
-            return b.linear(prefix, concat_rows(parts), label, bias)
-        outs = [b.linear(prefix, p, f"{label}.{i}") for i, p in enumerate(parts)]
+            return b.linear(x, concat_rows(parts), label, role, bias)
+        outs = [b.linear(x, p, f"{label}.{i}", role) for i, p in enumerate(parts)]
         (y,) = b.op("Concat", outs, axis=-1)
         if bias is not None:
             (y,) = b.op("Add", [y, b.const(f"{label}.bias", bias.astype(np.float32))])
@@ -178,7 +187,7 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         bias = None
         if cfg.qkv_bias:
             bias = np.concatenate([_dequantize(gf, f"{p}attn_{s}.bias") for s in "qkv"])
-        qkv = fused([f"{p}attn_q.weight", f"{p}attn_k.weight", f"{p}attn_v.weight"], h, f"{p}qkv", bias)
+        qkv = fused([f"{p}attn_q.weight", f"{p}attn_k.weight", f"{p}attn_v.weight"], h, f"{p}qkv", "qkv", bias)
         (qkv,) = b.op("Reshape", [qkv, b.shape_const(1, -1, cfg.q_dim + 2 * cfg.kv_dim)])  # GQA wants (1, T, .)
         attn, _, _ = b.op(
             "GroupQueryAttention",
@@ -189,17 +198,17 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         )
         b.nodes[-1].output[1], b.nodes[-1].output[2] = f"present_key.{i}", f"present_value.{i}"
         (attn,) = b.op("Reshape", [attn, b.shape_const(-1, cfg.q_dim)])
-        o = b.linear(attn, blocks(f"{p}attn_output.weight"), f"{p}o")
+        o = b.linear(attn, blocks(f"{p}attn_output.weight"), f"{p}o", "o")
         h, _, _, residual = b.op("SkipSimplifiedLayerNormalization",
                                  [o, residual, b.const(f"{p}ffn_norm", _dequantize(gf, f"{p}ffn_norm.weight"))],
                                  n_outputs=4, domain=MS, epsilon=eps)
-        gate_up = fused([f"{p}ffn_gate.weight", f"{p}ffn_up.weight"], h, f"{p}gate_up")
+        gate_up = fused([f"{p}ffn_gate.weight", f"{p}ffn_up.weight"], h, f"{p}gate_up", "gate_up")
         gate, up = b.op("Split", [gate_up, b.const("gate_up_split", np.array([cfg.ffn_dim] * 2, np.int64))],
                         n_outputs=2, axis=-1)
         (sig,) = b.op("Sigmoid", [gate])
         (act,) = b.op("Mul", [gate, sig])
         (act,) = b.op("Mul", [act, up])
-        down = b.linear(act, blocks(f"{p}ffn_down.weight"), f"{p}down")
+        down = b.linear(act, blocks(f"{p}ffn_down.weight"), f"{p}down", "down")
         last = i == cfg.n_layers - 1
         norm_name = "output_norm" if last else f"blk.{i + 1}.attn_norm"
         h, _, _, residual = b.op("SkipSimplifiedLayerNormalization",
@@ -214,10 +223,10 @@ def build_model(gf: GGUFFile, cfg: ModelConfig, accuracy_level: int, head_accura
         head = blocks("token_embd.weight")
         inputs = [h, "token_embd.q", b.const("lm_head.scales", head.scales)]
         (logits,) = b.op("MatMulNBits", inputs, domain=MS, K=head.k, N=head.n, bits=8, block_size=BLOCK,
-                         accuracy_level=head_accuracy_level)
+                         accuracy_level=accuracy["head"])
     else:
-        b.accuracy_level = head_accuracy_level
-        logits = b.linear(h, blocks("token_embd.weight" if cfg.tied_embeddings else "output.weight"), "lm_head")
+        logits = b.linear(h, blocks("token_embd.weight" if cfg.tied_embeddings else "output.weight"), "lm_head",
+                          "head")
     assert b.nodes[-1].output[0] == logits
     b.nodes[-1].output[0] = "logits"
 
