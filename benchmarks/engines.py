@@ -8,14 +8,16 @@ own) on the same GGUF, the same token ids (our tokenizer's) and the same thread 
 the parent interleaves them round by round (the order rotates), so a busy shared
 machine hits them alike, and reports medians and the median of the per-round ratios.
 
-Figures: decode tok/s (13-token prompt, N greedy tokens forced), prefill tok/s (a
+Figures: decode tok/s (a short chat prompt, N greedy tokens forced), prefill tok/s (a
 ~300-token prompt), TTFT and end-to-end for the seed's case (the France prompt, 16 new
 tokens), load time on a first launch (empty cache) and a second one, peak RSS, the
 onnx mode-switch time, and quality: along numpy's greedy answers to a few prompts
-(teacher-forced), the largest logit error of each engine against numpy's fp32
-reference. Then the int4 bandwidth bound (bytes read per token / streaming bandwidth
-with the same threads) and the share onnx reaches, and where a decode step goes
-(ONNX Runtime's per-operator profile; session run vs. the Python around it).
+(teacher-forced), the logit error of each engine against numpy's fp32 reference, with
+onnx also built with int8 activations everywhere and with float32 layers, and what each
+of those decodes back to back. Then the int4 bandwidth bound (bytes read per token /
+streaming bandwidth with the same threads) and the share onnx reaches, and where a decode
+step goes (ONNX Runtime's per-operator profile; session run vs. the Python around it).
+benchmarks/onnx_ceiling.py shows what a faster graph could reach.
 
 llama.cpp (llama-cpp-python, built by ../shared/tools/build-llamacpp.sh into its own
 venv) is a benchmark peer only, never a dependency: `--peer-python` names the
