@@ -223,11 +223,15 @@ def op_profile(engine, prefix: str) -> dict:
 # --- the parent ---------------------------------------------------------------------------
 
 class Worker:
+    """An engine in its own process, answering each JSON-line command with one JSON line."""
+
     def __init__(self, kind: str, python: str, model: str, threads: int, cache: str):
+        self.start(kind, [python, __file__, "--worker", kind, "--model", model, "--threads", str(threads),
+                          "--cache", cache])
+
+    def start(self, kind: str, argv: list[str]) -> None:
         self.kind = kind
-        self.proc = subprocess.Popen([python, __file__, "--worker", kind, "--model", model, "--threads", str(threads),
-                                      "--cache", cache], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     cwd=str(ROOT))
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
         self.loaded = self.read()
 
     def read(self) -> dict:

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engines import Worker  # beside this script, so on the path; after ROOT, which it imports from
 
 
 def without_minimum(model):
@@ -127,29 +126,11 @@ def worker(kind: str, path: str, threads: int) -> None:
         print(json.dumps({"decode_tok_s": rate}), flush=True)
 
 
-class Graph:
-    """A worker process running one graph (the same protocol as engines.py's workers)."""
+class Graph(Worker):
+    """A worker process running one graph (engines.py's protocol)."""
 
     def __init__(self, kind: str, path: Path, threads: int):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", kind, "--path", str(path),
-                                      "--threads", str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, cwd=str(ROOT))
-        self.read()
-
-    def read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("a graph worker died")
-        return json.loads(line)
-
-    def ask(self, **cmd) -> dict:
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        return self.read()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+        self.start(kind, [sys.executable, __file__, "--worker", kind, "--path", str(path), "--threads", str(threads)])
 
 
 def main() -> None:
@@ -167,7 +148,7 @@ def main() -> None:
         return
 
     import onnx
-    from engines import SHORT, Worker
+    from engines import SHORT
 
     from antinet_tui.engine.discovery import resolve_model_path
     from antinet_tui.engine.gguf_model import ModelConfig
