@@ -22,7 +22,7 @@ run: setup
 	$(BIN)/antinet-tui
 
 test: setup
-	$(BIN)/ruff check antinet_tui
+	$(BIN)/ruff check antinet_tui benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 

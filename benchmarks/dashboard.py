@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from antinet_tui.runtime.metrics import percentile  # noqa: E402
+from antinet_tui.runtime.metrics import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(ROOT / ".venv" / "bin" / "antinet-tui")
@@ -133,7 +133,7 @@ class Tmux:
         if shutil.which("tmux") is None:
             raise SystemExit("tmux is not installed")
         self.name = name
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
         env = {**os.environ, "ANTINET_FORCE_TUI": "1", **(env or {})}
         subprocess.run(
             ["tmux", "new-session", "-d", "-s", name, "-x", str(size[0]), "-y", str(size[1]), command],
@@ -142,7 +142,8 @@ class Tmux:
         )
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True,
+                              check=False).stdout
 
     def send(self, *keys: str, literal: bool = False) -> None:
         subprocess.run(["tmux", "send-keys", "-t", self.name, *(["-l"] if literal else []), *keys], check=True)
@@ -155,7 +156,7 @@ class Tmux:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, check=False)
 
 
 def _prompt_line(screen: str) -> str:
@@ -258,7 +259,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="?", default="all", choices=("decode", "keys", "launch", "all"))
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--genie-fake", action="store_true", help="keys: through the Genie worker over the fake binding")
+    parser.add_argument("--genie-fake", action="store_true",
+                        help="keys: through the Genie worker over the fake binding")
     args = parser.parse_args()
     if args.which in ("decode", "all"):
         bench_decode(args.runs)

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from antinet_tui.engine.cpu_modes import usable_cores  # noqa: E402
-from antinet_tui.platform.bandwidth import read_bandwidth_gbs  # noqa: E402
+from antinet_tui.engine.cpu_modes import usable_cores
+from antinet_tui.platform.bandwidth import read_bandwidth_gbs
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 THREADS = {"burst": len(usable_cores()), "default": max(1, len(usable_cores()) // 2)}
@@ -68,8 +68,8 @@ def main() -> None:
     print("| mode | threads | decode tok/s | prefill tok/s | TTFT ms | load s | peak RSS MB "
           "| read bandwidth GB/s | fp32 bound tok/s | share of bound |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for mode in THREADS:
-        print(f"| {mode} | {THREADS[mode]} | {med(mode, 'decode_tok_s'):.1f} | {med(mode, 'prefill_tok_s'):.0f} "
+    for mode, threads in THREADS.items():
+        print(f"| {mode} | {threads} | {med(mode, 'decode_tok_s'):.1f} | {med(mode, 'prefill_tok_s'):.0f} "
               f"| {med(mode, 'ttft_ms'):.0f} | {med(mode, 'load_seconds'):.2f} | {med(mode, 'peak_rss_mb'):.0f} "
               f"| {med(mode, 'bandwidth_gbs'):.1f} | {med(mode, 'bound_tok_s'):.1f} | {med(mode, 'share'):.0%} |")
     ratio = statistics.median(b["decode_tok_s"] / d["decode_tok_s"] for b, d in zip(rows["burst"], rows["default"]))

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from antinet_tui.runtime.metrics import percentile  # noqa: E402
+from antinet_tui.runtime.metrics import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(ROOT / ".venv" / "bin" / "antinet-tui")
@@ -72,12 +72,12 @@ def client_main(url: str) -> None:
 
 
 def bench_decode(runs: int) -> None:
+    import psutil
+
     from antinet_tui.config import Settings
     from antinet_tui.frontends.server.runner import ServerThread, bind, build_server
     from antinet_tui.frontends.server.schemas import parse_chat
     from antinet_tui.frontends.wiring import build_service
-    import psutil
-
     from antinet_tui.runtime.client import generate
 
     settings = Settings(no_log=True, temperature=0.0, slow_call_ms=600_000)

@@ -64,7 +64,8 @@ def run_one(service: EngineService, i: int, max_new_tokens: int) -> str:
     """One request of the mix; returns the outcome kind, or the surprise that happened."""
     if i % 25 == 24:
         outcome = generate(service, GenerationRequest("   "))
-        return "rejected" if isinstance(outcome, Rejected) and outcome.cause == "bad_input" else f"unexpected {outcome.kind}"
+        refused = isinstance(outcome, Rejected) and outcome.cause == "bad_input"
+        return "rejected" if refused else f"unexpected {outcome.kind}"
     # raw and short: fits a tiny test model's context; the soak is about the runtime, not the answers
     request = GenerationRequest(f"soak {i}", max_new_tokens=max_new_tokens, seed=i, chat=False)
     if i % 10 == 9:
