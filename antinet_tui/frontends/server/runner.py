@@ -77,7 +77,7 @@ class DrainingServer(uvicorn.Server):
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket (port 0: any free port). Raises OSError with the reason."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
