@@ -21,11 +21,24 @@ def pad_log(path: Path, slack: int) -> list[dict]:
     """Start a session log with one earlier record that leaves `slack` bytes free in its
     last 4 KiB page: on a full tmpfs, a record that crosses into the next page is cut
     short by the kernel (a short write), as on a real disk that fills mid-session."""
+    path.write_bytes(b"")
+    record = pad_to_page(path, slack)
+    assert path.stat().st_size == 4096 - slack
+    return [record]
+
+
+def pad_to_page(path: Path, slack: int) -> dict:
+    """Append one record to the log at `path` so that it ends `slack` bytes before a 4 KiB
+    page boundary (see pad_log); returns the record."""
     import json
 
     record = {"kind": "earlier", "pad": ""}
-    size = len(json.dumps(record)) + 1
-    record["pad"] = "x" * (4096 - slack - size)
-    path.write_text(json.dumps(record) + "\n")
-    assert path.stat().st_size == 4096 - slack
-    return [record]
+    bare = len(json.dumps(record)) + 1
+    size = path.stat().st_size
+    room = (-(size + slack)) % 4096
+    if room < bare:
+        room += 4096
+    record["pad"] = "x" * (room - bare)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record

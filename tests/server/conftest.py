@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from tiny_models import write_tiny_model
 
 from antinet_tui.config import Settings
 from antinet_tui.frontends.server.runner import ServerThread, bind, build_server
@@ -51,17 +52,24 @@ def launch(model, log_file: Path, *, wait_ready: bool = True, start_service: boo
 
 @pytest.fixture
 def start_server(tmp_path):
-    """start_server(model, **settings) -> RunningServer; drained and stopped at teardown."""
+    """start_server(model, [log_file=PATH], **settings) -> RunningServer; drained and stopped at teardown."""
     running: list[RunningServer] = []
 
-    def start(model, **kwargs) -> RunningServer:
-        item = launch(model, tmp_path / f"session-{len(running)}.jsonl", **kwargs)
+    def start(model, log_file: Path | None = None, **kwargs) -> RunningServer:
+        item = launch(model, log_file or tmp_path / f"session-{len(running)}.jsonl", **kwargs)
         running.append(item)
         return item
 
     yield start
     for item in running:
         item.stop()
+
+
+@pytest.fixture(scope="session")
+def slower_model(tmp_path_factory):
+    """A tiny model big enough that a long answer holds the engine for seconds."""
+    return write_tiny_model(tmp_path_factory.mktemp("serve") / "slower.gguf", context_length=4096, d_model=256,
+                            n_layers=6, ffn_dim=768)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import httpx
 import pytest
 from fakes import EventRecorder, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from tiny_models import write_tiny_model
 
 from antinet_tui.engine.protocol import GenerationRequest
 from antinet_tui.runtime.events import Cancelled, Finished, Started, Token
@@ -39,13 +38,6 @@ async def many_clients(url: str) -> list[dict]:
     limits = httpx.Limits(max_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
         return await asyncio.wait_for(asyncio.gather(*(stream_one(http, i) for i in range(CLIENTS))), 120)
-
-
-@pytest.fixture(scope="module")
-def slower_model(tmp_path_factory):
-    """A tiny model big enough that a long answer holds the engine for seconds."""
-    return write_tiny_model(tmp_path_factory.mktemp("serve") / "slower.gguf", context_length=4096, d_model=256,
-                            n_layers=6, ffn_dim=768)
 
 
 def test_beyond_the_queue_every_client_gets_an_answer_or_a_429_and_counts_agree(start_server, slower_model):

@@ -36,8 +36,10 @@ from antinet_tui.frontends.server.errors import (
     SERVER_ERROR,
     UNAVAILABLE,
     APIError,
+    Refusals,
     bad_request,
     bearer_token,
+    client_address,
     exception_handlers,
 )
 from antinet_tui.frontends.server.prometheus import CONTENT_TYPE, ServerMetrics
@@ -97,6 +99,7 @@ def create_app(client: EngineClient, options: ServerOptions, state: ServerState 
     state = state or ServerState()
     metrics = ServerMetrics(client, connected_clients=lambda: state.connections(), draining=lambda: state.draining)
     handlers = _Handlers(client, options, state, metrics)
+    refusals = Refusals(client.log_record)
     app = Starlette(routes=[
         Route("/v1/chat/completions", handlers.chat, methods=["POST"]),
         Route("/v1/completions", handlers.completions, methods=["POST"]),
@@ -105,9 +108,9 @@ def create_app(client: EngineClient, options: ServerOptions, state: ServerState 
         Route("/ready", handlers.ready, methods=["GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
     ], exception_handlers=exception_handlers(
-        "see /v1/chat/completions, /v1/completions, /v1/models, /health, /ready, /metrics"))
+        "see /v1/chat/completions, /v1/completions, /v1/models, /health, /ready, /metrics", refusals))
     client.subscribe(metrics.on_event)
-    return _Gate(app, options, state, metrics)
+    return _Gate(app, options, state, metrics, refusals)
 
 
 class _Gate:
@@ -115,11 +118,13 @@ class _Gate:
     key, and counts responses by route and status. Pure ASGI (not BaseHTTPMiddleware),
     so streamed bodies and disconnects pass through untouched."""
 
-    def __init__(self, app: Starlette, options: ServerOptions, state: ServerState, metrics: ServerMetrics):
+    def __init__(self, app: Starlette, options: ServerOptions, state: ServerState, metrics: ServerMetrics,
+                 refusals: Refusals):
         self.app = app
         self.options = options
         self.server_state = state
         self.metrics = metrics
+        self.refusals = refusals
         self._key = options.api_key.encode("utf-8") if options.api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -138,7 +143,7 @@ class _Gate:
         refusal = self._refusal(scope)
         try:
             if refusal is not None:
-                await refusal.response()(scope, receive, counted_send)
+                await self.refusals.response(scope, refusal)(scope, receive, counted_send)
             else:
                 await self.app(scope, receive, counted_send)
         finally:
@@ -180,7 +185,7 @@ class _Handlers:
         return await self._generate(request, parse_completion)
 
     async def _generate(self, request: Request, parse: Callable[..., ParsedRequest]) -> Response:
-        origin, route = _origin(request), request.url.path
+        origin, route = client_address(request.scope), request.url.path
         try:
             parsed = parse(decode_json(await self._body(request)), self.options.settings)
             model = self._check_ready_and_model(parsed.model)
@@ -373,11 +378,6 @@ class _Handlers:
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.metrics_store.render(), media_type=CONTENT_TYPE)
-
-
-def _origin(request: Request) -> str:
-    client = request.client
-    return f"{client.host}:{client.port}" if client else "unknown"
 
 
 def _value(state: object) -> str:

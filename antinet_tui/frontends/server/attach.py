@@ -61,8 +61,10 @@ from antinet_tui.frontends.server.errors import (
     AUTHENTICATION,
     UNAVAILABLE,
     APIError,
+    Refusals,
     bad_request,
     bearer_token,
+    client_address,
     exception_handlers,
 )
 from antinet_tui.platform.system_stats import SystemSampler
@@ -363,7 +365,7 @@ class _Routes:
     # -- watching ----------------------------------------------------------------------------
 
     async def events(self, request: Request) -> Response:
-        watcher, snapshot = self.hub.attach(_address(request))
+        watcher, snapshot = self.hub.attach(client_address(request.scope))
 
         async def stream() -> AsyncIterator[bytes]:
             try:
@@ -393,7 +395,7 @@ class _Routes:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def snapshot(self, request: Request) -> Response:
-        watcher, snapshot = self.hub.attach(_address(request))
+        watcher, snapshot = self.hub.attach(client_address(request.scope))
         self.hub.detach(watcher)
         return JSONResponse(snapshot)
 
@@ -520,12 +522,7 @@ class _Routes:
         if isinstance(name, str) and session is not None \
                 and any(r.holder == name for r in session.reservations.values()):
             return name
-        return f"watcher@{_address(request)}"
-
-
-def _address(request: Request) -> str:
-    client = request.client
-    return f"{client.host}:{client.port}" if client else "unknown"
+        return f"watcher@{client_address(request.scope)}"
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -562,6 +559,7 @@ class AttachGate:
         routes = _Routes(self.hub, options, draining)
         self.draining = draining
         self.watch_paths = {"/attach/events", "/attach/snapshot"}
+        self.refusals = Refusals(client.log_record)
         self.app = Starlette(routes=[
             Route("/attach/events", routes.events, methods=["GET"]),
             Route("/attach/snapshot", routes.snapshot, methods=["GET"]),
@@ -574,7 +572,7 @@ class AttachGate:
             Route("/attach/reservations/{token}", routes.release, methods=["DELETE"]),
             Route("/attach/count-tokens", routes.count_tokens, methods=["POST"]),
             Route("/attach/records", routes.record, methods=["POST"]),
-        ], exception_handlers=exception_handlers(f"the attach routes are under {PREFIX}"))
+        ], exception_handlers=exception_handlers(f"the attach routes are under {PREFIX}", self.refusals))
         self._keys = {CONTROL: _encode(options.api_key), WATCH: _encode(options.watch_key)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -587,7 +585,7 @@ class AttachGate:
             refusal = APIError(503, "the server is shutting down and takes no new requests", type=UNAVAILABLE,
                                code="draining", retry_after_s=5)
         if refusal is not None:
-            await refusal.response()(scope, receive, send)
+            await self.refusals.response(scope, refusal)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -4,16 +4,24 @@
 
 so the official clients raise their usual exceptions (BadRequestError, RateLimitError,
 ...) with our message in them. Raise `APIError` anywhere in a handler; the app turns it
-into the response (with Retry-After when one is given)."""
+into the response (with Retry-After when one is given).
+
+A request the HTTP layer answers with an error of its own, before the runtime sees it
+(a bad body, a wrong key, an unknown model or route, draining, loading), is answered
+through `Refusals`, which also writes it to the session log. The runtime's refusals (a
+full queue, an open breaker, a prompt over the context) are answered by the routes from
+the runtime's Rejected event, which the runtime logs itself."""
 
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 logger = logging.getLogger(__name__)
 
@@ -71,29 +79,74 @@ def unsupported(feature: str, param: str) -> APIError:
     return APIError(400, f"{feature} is not supported by this server", param=param, code="unsupported_parameter")
 
 
+HTTP_ERROR = "http_error"  # the session log's kind of record for a request the HTTP layer answered with an error
+RECORDED_TEXT_LIMIT = 1000  # characters of a path or message a record keeps (a message may quote the client)
+
+
+class Refusals:
+    """Answers the requests the HTTP layer refuses itself (or fails on: a 500), and writes
+    one session-log record per refusal (`log_record`: EngineClient.log_record): its time, the client's
+    address, method, path, status, cause (the error's `code`, or its `type` when it has
+    none), param and the message the client was sent; never the body or the headers.
+    The record is written and flushed before the answer goes out and nothing of it is
+    kept, so a flood of bad requests costs one small append each; a record the log cannot
+    take (a full disk) is the runtime's to report, and the client is answered anyway."""
+
+    def __init__(self, log_record: Callable[[dict[str, Any]], None]):
+        self._log_record = log_record
+
+    def response(self, scope: Scope, error: APIError) -> JSONResponse:
+        self.record(scope, error)
+        return error.response()
+
+    def record(self, scope: Scope, error: APIError) -> None:
+        try:
+            self._log_record({
+                "kind": HTTP_ERROR, "origin": client_address(scope), "method": scope.get("method"),
+                "path": _clip(scope.get("path", "")), "status": error.status, "cause": error.code or error.type,
+                "param": error.param, "message": _clip(error.message),
+            })
+        except Exception:  # the client is answered whatever became of its record
+            logger.exception("could not record the refused request in the session log")
+
+
+def _clip(text: str) -> str:
+    if len(text) <= RECORDED_TEXT_LIMIT:
+        return text
+    return f"{text[:RECORDED_TEXT_LIMIT]}... ({len(text) - RECORDED_TEXT_LIMIT} more characters)"
+
+
+def client_address(scope: Scope) -> str:
+    """Who sent the request: "host:port" of the client's end of the connection."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown"
+
+
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
-def exception_handlers(routes_hint: str) -> dict[type[Exception] | int, Handler]:
-    """Starlette's exception handlers for a set of routes, every answer in OpenAI's shape:
-    an APIError as raised, 404 naming the routes (`routes_hint`), 405, and a 500 for
-    anything unexpected (logged with its traceback, which never reaches the client)."""
+def exception_handlers(routes_hint: str, refusals: Refusals) -> dict[type[Exception] | int, Handler]:
+    """Starlette's exception handlers for a set of routes, every answer in OpenAI's shape
+    and in the session log (`refusals`): an APIError as raised, 404 naming the routes
+    (`routes_hint`), 405, and a 500 for anything unexpected (logged with its traceback,
+    which never reaches the client)."""
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIError)
-        return exc.response()
+        return refusals.response(request.scope, exc)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return APIError(404, f"no route {request.url.path}; {routes_hint}", code="not_found").response()
+        return refusals.response(request.scope, APIError(404, f"no route {request.url.path}; {routes_hint}",
+                                                         code="not_found"))
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        return APIError(405, f"{request.method} is not allowed on {request.url.path}",
-                        code="method_not_allowed").response()
+        return refusals.response(request.scope, APIError(405, f"{request.method} is not allowed on "
+                                                         f"{request.url.path}", code="method_not_allowed"))
 
     async def internal(request: Request, exc: Exception) -> Response:
         logger.exception("unexpected error answering %s %s", request.method, request.url.path)
-        return APIError(500, "internal error; the server's log has the details", type=SERVER_ERROR,
-                        code="internal_error").response()
+        return refusals.response(request.scope, APIError(500, "internal error; the server's log has the details",
+                                                         type=SERVER_ERROR, code="internal_error"))
 
     return {APIError: api_error, 404: not_found, 405: not_allowed, Exception: internal}
 
