@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/serve.py decode [--runs N]
     .venv/bin/python benchmarks/serve.py load [--seconds 300] [--clients 32] [--dashboard]
+    .venv/bin/python benchmarks/serve.py refusals [--runs 7] [--requests 2000] [--clients 32]
 
 decode  One request streamed over HTTP to one client vs the same request headless
         (runtime.client.generate), in one server process with one loaded model,
@@ -20,6 +21,12 @@ load    `antinet-tui serve --headless` (or, with --dashboard, the dashboard in t
         start and end, and /metrics scrape time (one scrape a second) median/p95.
         With --dashboard: key-to-screen latency in the dashboard's prompt meanwhile
         (tmux send-keys, capture-pane polled, as benchmarks/dashboard.py does).
+refusals  What recording the HTTP layer's refusals in the session log costs under a flood
+        of bad requests: two `serve --headless`, one writing its session log, one with
+        --no-log, each sent N malformed JSON bodies (400) by C concurrent clients per
+        run, the two alternating (order alternating), a warm-up pair discarded. Reports
+        refusals/s of each, the paired ratio logged / unlogged, the logged server's RSS
+        before and after every flood, and the log's records against the requests sent.
 """
 
 from __future__ import annotations
@@ -294,6 +301,93 @@ def bench_load(seconds: float, clients: int, max_tokens: int, dashboard: bool, p
         print("  " + _summary("key to screen under load", key_times))
 
 
+# -- refusals -------------------------------------------------------------------------------
+
+
+async def _flood(url: str, requests: int, clients: int) -> float:
+    """Send `requests` malformed bodies over `clients` keep-alive connections; refusals per
+    second. Raw sockets, each request in one write: a client that writes the headers and
+    the body apart (httpx) meets Nagle's algorithm and delayed ACKs, and measures those
+    40 ms waits instead of the server."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    body = b'{"messages": ['
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    each = requests // clients
+
+    async def one_client() -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            for _ in range(each):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 400 "), head
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return each * clients / (time.perf_counter() - started)
+
+
+def _start_headless(port: int, log: str | None) -> subprocess.Popen:
+    import httpx
+
+    log_args = ["--log-file", log] if log else ["--no-log"]
+    proc = subprocess.Popen([CLI, "serve", "--headless", "--port", str(port), *log_args], stdout=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"serve on port {port} did not get ready")
+
+
+def bench_refusals(runs: int, requests: int, clients: int, port: int) -> None:
+    import tempfile
+
+    from antinet_tui.runtime.session_log import read_session
+
+    folder = tempfile.mkdtemp(prefix="antinet-refusals-")
+    log = os.path.join(folder, "session.jsonl")
+    logged, unlogged = _start_headless(port, log), _start_headless(port + 1, None)
+    urls = {"logged": f"http://127.0.0.1:{port}", "unlogged": f"http://127.0.0.1:{port + 1}"}
+    rates: dict[str, list[float]] = {"logged": [], "unlogged": []}
+    try:
+        rss0, _ = _process_figures(logged.pid)
+        for i in range(runs + 1):
+            order = ("logged", "unlogged") if i % 2 == 0 else ("unlogged", "logged")
+            got = {which: asyncio.run(_flood(urls[which], requests, clients)) for which in order}
+            label = "warm-up" if i == 0 else f"pair {i}"
+            print(f"{label}: logged {got['logged']:.0f}/s, unlogged {got['unlogged']:.0f}/s, "
+                  f"ratio {got['logged'] / got['unlogged']:.3f} ({order[0]} first)", file=sys.stderr)
+            if i:
+                for which in rates:
+                    rates[which].append(got[which])
+        rss1, _ = _process_figures(logged.pid)
+    finally:
+        for proc in (logged, unlogged):
+            proc.terminate()
+            proc.wait(60)
+    ratios = [a / b for a, b in zip(rates["logged"], rates["unlogged"], strict=True)]
+    sent = (runs + 1) * (requests // clients) * clients
+    records = [r for r in read_session(log) if r["kind"] == "http_error"]
+    print(f"refusals: {runs} interleaved pairs of {requests} malformed bodies from {clients} clients")
+    print(f"  logged median {statistics.median(rates['logged']):.0f}/s, unlogged median "
+          f"{statistics.median(rates['unlogged']):.0f}/s, ratio median {statistics.median(ratios):.3f} "
+          f"(range {min(ratios):.3f}-{max(ratios):.3f})")
+    print(f"  logged server RSS {rss0:.1f} -> {rss1:.1f} MiB over {sent} refusals; the log holds {len(records)} "
+          f"http_error records, {os.path.getsize(log) / max(1, len(records)):.0f} bytes each on average")
+
+
 def _summary_ms(name: str, values: list[float]) -> str:
     return (f"{name}: median {statistics.median(values):.1f} ms, p95 {percentile(sorted(values), 95):.1f} ms, "
             f"max {max(values):.1f} ms (n={len(values)})")
@@ -301,12 +395,13 @@ def _summary_ms(name: str, values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=("decode", "load", "client"))
+    parser.add_argument("which", choices=("decode", "load", "refusals", "client"))
     parser.add_argument("url", nargs="?")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--dashboard", action="store_true")
     args = parser.parse_args()
@@ -314,6 +409,8 @@ def main() -> None:
         client_main(args.url)
     elif args.which == "decode":
         bench_decode(args.runs)
+    elif args.which == "refusals":
+        bench_refusals(args.runs, args.requests, min(args.clients, args.requests), args.port)
     else:
         sys.path.insert(0, str(Path(__file__).parent))
         bench_load(args.seconds, args.clients, args.max_tokens, args.dashboard, args.port)
