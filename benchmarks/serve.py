@@ -370,8 +370,8 @@ def bench_refusals(runs: int, requests: int, clients: int, port: int) -> None:
             print(f"{label}: logged {got['logged']:.0f}/s, unlogged {got['unlogged']:.0f}/s, "
                   f"ratio {got['logged'] / got['unlogged']:.3f} ({order[0]} first)", file=sys.stderr)
             if i:
-                for which in rates:
-                    rates[which].append(got[which])
+                for which, series in rates.items():
+                    series.append(got[which])
         rss1, _ = _process_figures(logged.pid)
     finally:
         for proc in (logged, unlogged):
