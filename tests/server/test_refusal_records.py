@@ -15,6 +15,7 @@ from disks import fill, pad_to_page
 from fakes import EventRecorder, wait_until
 
 from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.frontends.server.errors import RECORDED_TEXT_LIMIT as LIMIT
 from antinet_tui.runtime.events import SessionLogFailed, Started
 from antinet_tui.runtime.session_log import read_session
 
@@ -103,9 +104,9 @@ def test_a_record_keeps_a_bounded_part_of_a_long_path_or_message(start_server, t
     assert send(server.url, "GET", route, {}).status == 404
     unknown_model, unknown_route = [r for r in read_session(server.log_file) if r["kind"] == "http_error"]
     assert len(told["message"]) > 50_000  # the client is told in full
-    assert unknown_model["message"] == told["message"][:1000] + f"... ({len(told['message']) - 1000} more characters)"
-    assert unknown_route["path"] == route[:1000] + f"... ({len(route) - 1000} more characters)"
-    assert len(unknown_route["message"]) < 1100
+    assert unknown_model["message"] == told["message"][:LIMIT] + f"... ({len(told['message']) - LIMIT} more characters)"
+    assert unknown_route["path"] == route[:LIMIT] + f"... ({len(route) - LIMIT} more characters)"
+    assert len(unknown_route["message"]) < LIMIT + 100
 
 
 def test_loading_and_draining_refusals_are_recorded_too(start_server, tiny_model):
