@@ -53,11 +53,13 @@ _ENDED_EVENT_WAIT_S = 2.0  # an already emitted terminal event reaches its handl
 
 @dataclass(frozen=True)
 class LogStatus:
-    """The session log at one moment: where it goes and how many records it lost."""
+    """The session log at one moment: where it goes, how many records it lost, and
+    whether it is losing them now."""
 
     path: str | None  # None: no session log is written
     lost: int = 0  # records the disk refused (a full disk)
     failure: str | None = None  # why the last one was lost
+    failing: bool = False  # the last record was lost (a disk that has room again writes the next)
 
 
 class EngineReserved(EngineError):

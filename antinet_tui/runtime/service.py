@@ -307,7 +307,7 @@ class EngineService:
 
     def log_status(self) -> LogStatus:
         log = self._log
-        return LogStatus(str(log.path) if log.path is not None else None, log.lost, log.failure)
+        return LogStatus(str(log.path) if log.path is not None else None, log.lost, log.failure, log.failing)
 
     @property
     def state(self) -> ServiceState:

@@ -62,6 +62,7 @@ class SessionLog:
         self._regular = False  # a regular file can be truncated back; a device or FIFO cannot
         self.lost = 0  # records that could not be written
         self.failure: str | None = None  # why the last record was lost
+        self.failing = False  # the last record was lost; False again once one is written
         if self.path is None:
             return
         try:
@@ -108,7 +109,8 @@ class SessionLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record, whole or not at all. Raises SessionLogError (counted in
-        `lost`, reason in `failure`) when the OS refuses it; ValueError for NaN."""
+        `lost`, reason in `failure`, `failing` until a record is written again) when the
+        OS refuses it; ValueError for NaN."""
         if self.path is None:
             return
         line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
@@ -122,7 +124,9 @@ class SessionLog:
             except OSError as exc:
                 self.lost += 1
                 self.failure = exc.strerror or str(exc)
+                self.failing = True
                 raise SessionLogError(self.path, exc) from None
+            self.failing = False
 
     def _write_all(self, data: bytes, start: int) -> None:
         """One write of the whole line (O_APPEND: at the end, even with other writers).

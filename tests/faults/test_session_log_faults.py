@@ -26,11 +26,12 @@ def test_a_record_the_full_disk_cuts_short_is_taken_back_whole(small_disk):
     log.write({"n": 1})  # fits in the page already allocated
     with pytest.raises(SessionLogError, match="No space left on device"):
         log.write({"n": 2, "text": "y" * 500})  # crosses into a page the disk does not have
-    assert log.lost == 1 and log.failure == "No space left on device"
+    assert log.lost == 1 and log.failure == "No space left on device" and log.failing
     assert path.read_bytes().endswith(b'{"n": 1}\n'), "a half record was left behind"
 
     filler.unlink()  # space again: the next record starts on a line of its own
     log.write({"n": 3})
+    assert not log.failing and log.lost == 1  # writing again; what was lost stays counted
     records = read_session(path)
     assert records == [*earlier, {"n": 1}, {"n": 3}] and records.skipped == []
 
