@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ from antinet_tui.exit_codes import Exit
 from antinet_tui.frontends.common import fail
 
 if TYPE_CHECKING:
-    from antinet_tui.frontends.server.app import Served
+    from antinet_tui.frontends.server.served import Served
 
 
 def add_serve_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -> None:
@@ -172,9 +173,14 @@ class LinePrinter:
 
 
 def format_served(served: Served) -> str:
+    """The headless line: time, request id (- when the runtime never saw the request),
+    client, method and path, status, outcome, the error's cause, the figures when there
+    are any, and the message the client got."""
     when = time.strftime("%H:%M:%S", time.localtime(served.wall))
     rid = f"#{served.request_id}" if served.request_id is not None else "-"
-    parts = [when, rid, served.origin, served.route, str(served.status), served.outcome]
+    parts = [when, rid, served.origin, served.method, _one_line(served.route), str(served.status), served.outcome]
+    if served.cause and served.cause != served.outcome:
+        parts.append(served.cause)
     m = served.metrics
     if m is not None:
         parts.append(f"tokens {m.prompt_tokens or 0}+{m.generated_tokens}")
@@ -189,5 +195,15 @@ def format_served(served: Served) -> str:
         if m.stop_reason:
             parts.append(f"stop {m.stop_reason}")
     if served.error:
-        parts[-1] += f": {served.error}"
+        parts[-1] += f": {_one_line(served.error)}"
     return " ".join(parts)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """`text` with its control characters escaped as Python writes them (\\n, \\x85): a
+    path or a message is the client's to choose ("%0A" in a path is a newline), and must
+    not start a line of its own."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)

@@ -1,7 +1,8 @@
 """Requests refused over HTTP are in the session log, once each: those the HTTP layer
 refuses itself as an `http_error` record (who, what, the status, cause and message the
-client got; never the body or the key), those the runtime refuses as its `rejected`
-record alone. A client is answered the same when its record cannot be written."""
+client got; never the body or the key), and as one headless line; those the runtime
+refuses as its `rejected` record alone. A client is answered the same when its record
+cannot be written."""
 
 from __future__ import annotations
 
@@ -93,6 +94,9 @@ def test_each_refusal_of_the_http_layer_is_one_record_with_what_the_client_was_t
     assert isinstance(record["wall"], float)
     log = server.log_file.read_text()
     assert SECRET_PROMPT not in log and KEY not in log and "not-the-key-4711" not in log
+    [told] = server.served  # and one headless line, from the same place (errors.Refusals)
+    assert (told.request_id, told.origin, told.method, told.route, told.status, told.cause, told.error) == (
+        None, reply.origin, method, path, status, cause, error["message"])
 
 
 def test_a_record_keeps_a_bounded_part_of_a_long_path_or_message(start_server, tiny_model):

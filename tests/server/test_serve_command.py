@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import select
 import signal
 import socket
 import subprocess
@@ -15,6 +13,7 @@ import time
 
 import httpx
 import pytest
+from child_output import ChildOutput
 
 
 def serve_process(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -23,23 +22,13 @@ def serve_process(*args: str, env: dict | None = None) -> subprocess.Popen:
                             env={**os.environ, **(env or {})})
 
 
-def read_line_matching(proc: subprocess.Popen, pattern: str, timeout: float = 120) -> re.Match:
-    """Read the child's stdout until a line matches (or fail after timeout: never a hung CI)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, f"no line matching {pattern!r} within {timeout} s"
-        line = proc.stdout.readline()
-        assert line, f"the server ended before printing {pattern!r}: {proc.stderr.read()}"
-        if match := re.search(pattern, line):
-            return match
-
-
-def start(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str, ChildOutput]:
+    """A ready server: the process, its URL and its stdout being read."""
     proc = serve_process(*args, env=env)
-    url = read_line_matching(proc, r"listening on (http://127\.0\.0\.1:\d+)").group(1)
-    read_line_matching(proc, r"^ready: ")
-    return proc, url
+    out = ChildOutput(proc.stdout)
+    url = out.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+    out.wait_for(r"^ready: ")
+    return proc, url, out
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -79,14 +68,15 @@ def test_bad_serving_settings_exit_2(tiny_model, args, message):
 
 
 def test_the_key_from_the_environment_is_enforced_and_lines_are_printed(tiny_model):
-    proc, url = start("--model", str(tiny_model), "--no-log", "--max-new-tokens", "4",
-                      env={"ANTINET_API_KEY": "from-env"})
+    proc, url, out = start("--model", str(tiny_model), "--no-log", "--max-new-tokens", "4",
+                           env={"ANTINET_API_KEY": "from-env"})
     try:
         assert httpx.get(url + "/v1/models").status_code == 401
+        out.wait_for(r"^\d\d:\d\d:\d\d - 127\.0\.0\.1:\d+ GET /v1/models 401 error invalid_api_key: ")
         reply = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer from-env"},
                            json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30)
         assert reply.status_code == 200
-        line = read_line_matching(proc, r"#(\d+) 127\.0\.0\.1:\d+ /v1/chat/completions 200 finished (.*)")
+        line = out.wait_for(r"#(\d+) 127\.0\.0\.1:\d+ POST /v1/chat/completions 200 finished (.*)")
         assert line.group(1) == str(reply.json()["timings"]["request_id"])
         assert "ttft" in line.group(2) and "e2e" in line.group(2)
     finally:
@@ -113,7 +103,7 @@ def stream_in_thread(url: str, body: dict) -> tuple[threading.Thread, list, thre
 
 
 def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(real_model):
-    proc, url = start("--no-log", "--temperature", "0")
+    proc, url, out = start("--no-log", "--temperature", "0")
     body = {"messages": [{"role": "user", "content": "Write a short poem about the sea."}], "max_tokens": 48,
             "stream": True}
     thread, lines, started = stream_in_thread(url, body)
@@ -133,12 +123,11 @@ def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(real_mod
     last = json.loads(lines[-2][6:])
     assert last["choices"][0]["finish_reason"] in ("stop", "length")  # finished, not cut off
     assert proc.wait(30) == 0
-    out, err = proc.communicate()
-    assert "stopped" in out and "Traceback" not in err
+    assert "stopped" in out.finish() and "Traceback" not in proc.stderr.read()
 
 
 def test_requests_outliving_the_drain_timeout_are_cancelled_and_the_exit_is_still_0(real_model):
-    proc, url = start("--no-log", "--temperature", "0", "--drain-timeout", "0.5")
+    proc, url, _ = start("--no-log", "--temperature", "0", "--drain-timeout", "0.5")
     body = {"messages": [{"role": "user", "content": "Count from 1 to 500, one number per line."}],
             "max_tokens": 1000, "stream": True}
     thread, lines, started = stream_in_thread(url, body)

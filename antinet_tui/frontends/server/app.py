@@ -41,9 +41,11 @@ from antinet_tui.frontends.server.errors import (
     bearer_token,
     client_address,
     exception_handlers,
+    refusal_outcome,
 )
 from antinet_tui.frontends.server.prometheus import CONTENT_TYPE, ServerMetrics
 from antinet_tui.frontends.server.schemas import ParsedRequest, decode_json, parse_chat, parse_completion
+from antinet_tui.frontends.server.served import OnServed, Served, reporter
 from antinet_tui.runtime.breaker import BreakerState
 from antinet_tui.runtime.client import EngineClient, RequestHandle
 from antinet_tui.runtime.events import TERMINAL_EVENTS, Cancelled, Event, Failed, Finished, Rejected, Started, Token
@@ -61,27 +63,12 @@ LOADING_RETRY_S = 5.0  # Retry-After while the model loads (a few seconds on thi
 STREAM_WRITE_INTERVAL_S = 0.05
 
 
-@dataclass(frozen=True)
-class Served:
-    """One generation request as the server answered it (the headless line, the Requests pane)."""
-
-    request_id: int | None
-    origin: str
-    route: str
-    status: int
-    outcome: str  # finished / cancelled / failed / rejected / disconnected / error
-    prompt: str = ""
-    metrics: RequestMetrics | None = None
-    error: str | None = None
-    wall: float = field(default_factory=time.time)
-
-
 @dataclass
 class ServerOptions:
     settings: Settings  # the request defaults (max tokens, temperature, ...) and limits
     api_key: str | None = None
     max_body_bytes: int = 1 << 20
-    on_served: Callable[[Served], None] | None = None
+    on_served: OnServed | None = None  # told of every request answered (generation or refused)
 
 
 class ServerState:
@@ -99,7 +86,7 @@ def create_app(client: EngineClient, options: ServerOptions, state: ServerState 
     state = state or ServerState()
     metrics = ServerMetrics(client, connected_clients=lambda: state.connections(), draining=lambda: state.draining)
     handlers = _Handlers(client, options, state, metrics)
-    refusals = Refusals(client.log_record)
+    refusals = Refusals(client.log_record, options.on_served)
     app = Starlette(routes=[
         Route("/v1/chat/completions", handlers.chat, methods=["POST"]),
         Route("/v1/completions", handlers.completions, methods=["POST"]),
@@ -175,6 +162,7 @@ class _Handlers:
         self.options = options
         self.state = state
         self.metrics_store = metrics
+        self._served = reporter(options.on_served)
 
     # -- generation ---------------------------------------------------------------------
 
@@ -185,23 +173,24 @@ class _Handlers:
         return await self._generate(request, parse_completion)
 
     async def _generate(self, request: Request, parse: Callable[..., ParsedRequest]) -> Response:
-        origin, route = client_address(request.scope), request.url.path
+        """A generation request, told once to on_served however it ends (an APIError it
+        raises is told by the exception handler's Refusals)."""
+        origin, method, route = client_address(request.scope), request.method, request.url.path
         try:
             parsed = parse(decode_json(await self._body(request)), self.options.settings)
             model = self._check_ready_and_model(parsed.model)
-        except APIError as exc:
-            self._served(Served(None, origin, route, exc.status, _refusal_outcome(exc.status), error=exc.message))
-            raise
         except ClientDisconnect:
+            self._served(Served(None, origin, method, route, 499, "disconnected"))
             return Response(status_code=499)
         handle = self.client.submit(parsed.generation, origin=origin)
         if not handle.accepted:
             error = self._refused(handle.rejection)
-            self._served(Served(handle.request_id, origin, route, error.status, _refusal_outcome(error.status),
-                                parsed.generation.prompt, error=error.message))
+            self._served(Served(handle.request_id, origin, method, route, error.status,
+                                refusal_outcome(error.status), error.cause, parsed.generation.prompt,
+                                error=error.message))
             return error.response()
         exchange = _Exchange(handle, parsed, openai_format.completion_id(parsed.kind, handle.request_id), model,
-                             origin, route)
+                             origin, method, route)
         self.state.in_flight.add(handle)
         streaming = False
         try:
@@ -271,14 +260,14 @@ class _Handlers:
 
     def _whole_reply(self, exchange: _Exchange, end: object) -> Response:
         """The non-streamed answer, or the error that ended the request before a stream began."""
-        prompt, rid = exchange.parsed.generation.prompt, exchange.handle.request_id
+        rid = exchange.handle.request_id
         if end is None:  # the client went away: the generation stops (its handle closes)
-            self._served(Served(rid, exchange.origin, exchange.route, 499, "disconnected", prompt))
+            self._served(exchange.served(499, "disconnected"))
             return Response(status_code=499)
         if isinstance(end, Finished):
             body = openai_format.full_reply(exchange.parsed.kind, exchange.cid, exchange.model, end.text,
                                             end.metrics, rid)
-            self._served(Served(rid, exchange.origin, exchange.route, 200, "finished", prompt, end.metrics))
+            self._served(exchange.served(200, "finished", end.metrics))
             return JSONResponse(body)
         if isinstance(end, Rejected):
             error = self._refused(end)
@@ -286,15 +275,13 @@ class _Handlers:
             error = _engine_gone(end.error)
         else:
             error = _ended_early(end)
-        metrics = getattr(end, "metrics", None)
-        self._served(Served(rid, exchange.origin, exchange.route, error.status, _outcome_of(end), prompt, metrics,
-                            error.message))
+        self._served(exchange.served(error.status, _outcome_of(end), getattr(end, "metrics", None), error))
         return error.response()
 
     async def _stream(self, exchange: _Exchange) -> AsyncIterator[bytes]:
         writer = openai_format.ChunkWriter(exchange.parsed.kind, exchange.cid, exchange.model)
         rid = exchange.handle.request_id
-        outcome, metrics, error = "disconnected", None, None
+        outcome, metrics, error = "disconnected", None, None  # error: an APIError the stream ended with
         try:
             if first := writer.first():
                 yield first
@@ -317,29 +304,19 @@ class _Handlers:
                         outcome, metrics = "finished", event.metrics
                         yield writer.last(event.metrics, rid, exchange.parsed.include_usage)
                     elif isinstance(event, TERMINAL_EVENTS):
-                        failure = _ended_early(event)
-                        outcome, metrics, error = _outcome_of(event), getattr(event, "metrics", None), failure.message
-                        yield openai_format.sse(failure.body()) + openai_format.DONE
+                        error = _ended_early(event)
+                        outcome, metrics = _outcome_of(event), getattr(event, "metrics", None)
+                        yield openai_format.sse(error.body()) + openai_format.DONE
             except EngineError as exc:  # the service stopped under the request
-                failure = _engine_gone(exc)
-                outcome, error = "failed", failure.message
-                yield openai_format.sse(failure.body()) + openai_format.DONE
+                outcome, error = "failed", _engine_gone(exc)
+                yield openai_format.sse(error.body()) + openai_format.DONE
         finally:
             self._done(exchange.handle)
-            status = 499 if outcome == "disconnected" else 200
-            self._served(Served(rid, exchange.origin, exchange.route, status, outcome,
-                                exchange.parsed.generation.prompt, metrics, error))
+            self._served(exchange.served(499 if outcome == "disconnected" else 200, outcome, metrics, error))
 
     def _done(self, handle) -> None:
         handle.close()  # cancels the generation if it is still going (the client left)
         self.state.in_flight.discard(handle)
-
-    def _served(self, served: Served) -> None:
-        if self.options.on_served is not None:
-            try:
-                self.options.on_served(served)
-            except Exception:
-                logger.exception("on_served failed")
 
     # -- the rest -----------------------------------------------------------------------
 
@@ -418,10 +395,6 @@ def _engine_gone(why: object) -> APIError:
     return APIError(503, f"the engine stopped before the request ended: {why}", type=UNAVAILABLE, code="not_ready")
 
 
-def _refusal_outcome(status: int) -> str:
-    return "rejected" if status in (429, 503) else "error"
-
-
 def _outcome_of(end: object) -> str:
     return getattr(end, "kind", "failed")
 
@@ -435,11 +408,19 @@ class _Exchange:
     cid: str
     model: str
     origin: str
+    method: str
     route: str
     events: AsyncIterator[Event] = field(init=False)
 
     def __post_init__(self) -> None:
         self.events = aiter(self.handle)  # one reader, continued from the wait for Started to the stream
+
+    def served(self, status: int, outcome: str, metrics: RequestMetrics | None = None,
+               error: APIError | None = None) -> Served:
+        """How this request ended, for on_served (`error`: what the client was told)."""
+        return Served(self.handle.request_id, self.origin, self.method, self.route, status, outcome,
+                      error.cause if error else None, self.parsed.generation.prompt, metrics,
+                      error.message if error else None)
 
 
 async def _until_started(events: AsyncIterator[Event]) -> Event:

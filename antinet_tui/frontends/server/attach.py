@@ -67,6 +67,7 @@ from antinet_tui.frontends.server.errors import (
     client_address,
     exception_handlers,
 )
+from antinet_tui.frontends.server.served import OnServed
 from antinet_tui.platform.system_stats import SystemSampler
 from antinet_tui.runtime.client import EngineClient, EngineReserved, RequestHandle, Reservation
 from antinet_tui.runtime.events import (
@@ -552,14 +553,15 @@ class AttachGate:
     rule of who may watch and who may control); everything else to `inner` unchanged."""
 
     def __init__(self, inner: ASGIApp, client: EngineClient, options: AttachOptions,
-                 connections: Callable[[], int] = lambda: 0, draining: Callable[[], bool] = lambda: False):
+                 connections: Callable[[], int] = lambda: 0, draining: Callable[[], bool] = lambda: False,
+                 on_served: OnServed | None = None):
         self.inner = inner
         self.options = options
         self.hub = WatchHub(client, options, connections)
         routes = _Routes(self.hub, options, draining)
         self.draining = draining
         self.watch_paths = {"/attach/events", "/attach/snapshot"}
-        self.refusals = Refusals(client.log_record)
+        self.refusals = Refusals(client.log_record, on_served)  # each refusal: a record, a headless line
         self.app = Starlette(routes=[
             Route("/attach/events", routes.events, methods=["GET"]),
             Route("/attach/snapshot", routes.snapshot, methods=["GET"]),

@@ -8,9 +8,10 @@ into the response (with Retry-After when one is given).
 
 A request the HTTP layer answers with an error of its own, before the runtime sees it
 (a bad body, a wrong key, an unknown model or route, draining, loading), is answered
-through `Refusals`, which also writes it to the session log. The runtime's refusals (a
-full queue, an open breaker, a prompt over the context) are answered by the routes from
-the runtime's Rejected event, which the runtime logs itself."""
+through `Refusals`, which also writes it to the session log and reports it (the headless
+line). The runtime's refusals (a full queue, an open breaker, a prompt over the context)
+are answered by the routes from the runtime's Rejected event, which the runtime logs
+itself."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
+
+from antinet_tui.frontends.server.served import OnServed, Served, reporter
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,11 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.retry_after_s = retry_after_s
+
+    @property
+    def cause(self) -> str:
+        """What kind of error, in one word: its code, or its type when it has none."""
+        return self.code or self.type
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -84,30 +92,41 @@ RECORDED_TEXT_LIMIT = 1000  # characters of a path or message a record keeps (a 
 
 
 class Refusals:
-    """Answers the requests the HTTP layer refuses itself (or fails on: a 500), and writes
-    one session-log record per refusal (`log_record`: EngineClient.log_record): its time, the client's
-    address, method, path, status, cause (the error's `code`, or its `type` when it has
-    none), param and the message the client was sent; never the body or the headers.
-    The record is written and flushed before the answer goes out and nothing of it is
-    kept, so a flood of bad requests costs one small append each; a record the log cannot
-    take (a full disk) is the runtime's to report, and the client is answered anyway."""
+    """Answers the requests the HTTP layer refuses itself (or fails on: a 500), and tells
+    of each refusal in one place: one session-log record (`log_record`:
+    EngineClient.log_record) with its time, the client's address, method, path, status,
+    cause (APIError.cause), param and the message the client was sent, never the body or
+    the headers; and one `Served` to `on_served` (the headless line). The record is
+    written and flushed before the answer goes out and nothing of it is kept, so a flood
+    of bad requests costs one small append each; a record the log cannot take (a full
+    disk) is the runtime's to report, and the client is answered anyway."""
 
-    def __init__(self, log_record: Callable[[dict[str, Any]], None]):
+    def __init__(self, log_record: Callable[[dict[str, Any]], None], on_served: OnServed | None = None):
         self._log_record = log_record
+        self._report = reporter(on_served)
 
     def response(self, scope: Scope, error: APIError) -> JSONResponse:
         self.record(scope, error)
         return error.response()
 
     def record(self, scope: Scope, error: APIError) -> None:
+        origin, method, path = client_address(scope), scope.get("method", ""), _clip(scope.get("path", ""))
+        message = _clip(error.message)
         try:
             self._log_record({
-                "kind": HTTP_ERROR, "origin": client_address(scope), "method": scope.get("method"),
-                "path": _clip(scope.get("path", "")), "status": error.status, "cause": error.code or error.type,
-                "param": error.param, "message": _clip(error.message),
+                "kind": HTTP_ERROR, "origin": origin, "method": method, "path": path, "status": error.status,
+                "cause": error.cause, "param": error.param, "message": message,
             })
         except Exception:  # the client is answered whatever became of its record
             logger.exception("could not record the refused request in the session log")
+        self._report(Served(None, origin, method, path, error.status, refusal_outcome(error.status), error.cause,
+                            error=message))
+
+
+def refusal_outcome(status: int) -> str:
+    """A refused request's outcome word: `rejected` when it may be sent again later (429,
+    503: load, loading, draining), `error` when the request itself is wrong."""
+    return "rejected" if status in (429, 503) else "error"
 
 
 def _clip(text: str) -> str:

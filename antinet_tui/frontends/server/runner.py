@@ -16,14 +16,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 
 from antinet_tui.config import Settings
-from antinet_tui.frontends.server.app import Served, ServerOptions, ServerState, create_app
+from antinet_tui.frontends.server.app import ServerOptions, ServerState, create_app
 from antinet_tui.frontends.server.attach import AttachGate, AttachOptions
+from antinet_tui.frontends.server.served import OnServed
 from antinet_tui.runtime.client import EngineClient
 
 logger = logging.getLogger(__name__)
@@ -104,16 +104,16 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def build_server(service: EngineClient, settings: Settings,
-                 on_served: Callable[[Served], None] | None = None) -> DrainingServer:
-    """The HTTP server over `service` (any EngineClient), set up from `settings` (not started)."""
+def build_server(service: EngineClient, settings: Settings, on_served: OnServed | None = None) -> DrainingServer:
+    """The HTTP server over `service` (any EngineClient), set up from `settings` (not
+    started); `on_served` is told of every generation request and every refusal."""
     state = ServerState()
     options = ServerOptions(settings, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
                             on_served=on_served)
     attach = AttachOptions(api_key=settings.api_key, watch_key=settings.watch_key,
                            loopback_only=is_loopback(settings.host), refresh_s=settings.refresh_s)
     app = AttachGate(create_app(service, options, state), service, attach,
-                     connections=lambda: state.connections(), draining=lambda: state.draining)
+                     connections=lambda: state.connections(), draining=lambda: state.draining, on_served=on_served)
     return make_server(app, state, settings.drain_timeout_s)
 
 
