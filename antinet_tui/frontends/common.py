@@ -65,10 +65,14 @@ def watch_session_log(client: EngineClient) -> None:
 
     def on_event(event: Event) -> None:
         if isinstance(event, SessionLogFailed) and event.lost == 1:
-            print(f"\n{APP_NAME}: error: session log {event.path}: records are being lost: {event.reason}",
-                  file=sys.stderr, flush=True)
+            print(f"\n{log_loss_message(event.path, event.reason)}", file=sys.stderr, flush=True)
 
     client.subscribe(on_event)
+
+
+def log_loss_message(path: str | None, reason: str | None) -> str:
+    """What the operator is told when the session log starts losing records."""
+    return f"{APP_NAME}: error: session log {path}: records are being lost: {reason}"
 
 
 def log_lost_exit(client: EngineClient, code: int) -> int:

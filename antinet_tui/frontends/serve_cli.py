@@ -4,20 +4,25 @@ dashboard on the same service (unless --headless or stdout is not a terminal).""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import queue
 import re
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO
 
 from antinet_tui.config import APP_NAME, Settings, config_path
 from antinet_tui.exit_codes import Exit
-from antinet_tui.frontends.common import fail
+from antinet_tui.frontends.common import fail, log_loss_message
 
 if TYPE_CHECKING:
     from antinet_tui.frontends.server.served import Served
+    from antinet_tui.runtime.client import LogStatus
+
+logger = logging.getLogger(__name__)
 
 
 def add_serve_parser(sub, parents: list[argparse.ArgumentParser], epilog: str) -> None:
@@ -77,14 +82,14 @@ def _serve_headless(service, settings: Settings, sock) -> int:
     import asyncio
 
     from antinet_tui.frontends.server.runner import build_server
-    from antinet_tui.runtime.events import Loaded, LoadFailed
+    from antinet_tui.runtime.events import Loaded, LoadFailed, SessionLogFailed
 
-    lines = LinePrinter(sys.stdout)
+    lines = LinePrinter(sys.stdout, sys.stderr, LogLossNotices(service.log_status))
     load_failed: list[str] = []
     server = build_server(service, settings, lines.served)
     url = _url(sock, settings.host)
 
-    def on_load(event) -> None:
+    def on_event(event) -> None:
         if isinstance(event, Loaded):
             info = event.model_info
             lines.put(f"ready: {info.name} on {info.backend}, serving {url}/v1")
@@ -92,8 +97,10 @@ def _serve_headless(service, settings: Settings, sock) -> int:
             load_failed.append(event.error)
             lines.put(f"the model could not be loaded: {event.error}")
             server.begin_drain()
+        elif isinstance(event, SessionLogFailed):
+            lines.check_notices()
 
-    service.subscribe(on_load)
+    service.subscribe(on_event)
     lines.put(f"{APP_NAME} listening on {url} (the model loads; requests get 503 until it is ready)")
     service.start()
     try:
@@ -143,33 +150,120 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-class LinePrinter:
-    """One line per served request, written by its own thread: the event loop never
-    waits on a slow stdout (a pipe to journald)."""
+LINE_BACKLOG = 1000  # lines waiting for stdout; more are dropped and counted (a line is ~0.2-2 KB)
 
-    def __init__(self, stream):
-        self._stream = stream
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+class LinePrinter:
+    """The headless output: a line per answered request on `out`, the session log's
+    notices (`notices`, see LogLossNotices) on `err`, written by a thread of its own.
+
+    Callers never wait on it. put() is called on the event loop (check_notices() on the
+    runtime's dispatcher): blocking either on a stdout nobody reads fast enough
+    (a pipe to a slow consumer, a stalled journald) would stop every client's answer, the
+    drain and /health for the sake of a log line, so the lock is held for an append or a
+    swap, never for a write. The cost is that lines are dropped instead: at most `backlog`
+    wait (so memory stays bounded under any flood); further ones are counted, and one
+    "N lines dropped" line is written where they are missing once the printer catches up."""
+
+    def __init__(self, out: TextIO, err: TextIO, notices: Callable[[], list[str]] = list,
+                 backlog: int = LINE_BACKLOG):
+        self._out, self._err = out, err
+        self._notices = notices
+        self._backlog = backlog
+        self._lines: deque[str] = deque()
+        self._dropped = 0  # lines dropped since the writer last took the backlog
+        self._check = False  # the notices may have changed
+        self._closed = False
+        self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._write, name="antinet-lines", daemon=True)
         self._thread.start()
 
     def put(self, line: str) -> None:
-        self._queue.put(line)
+        with self._wake:
+            if len(self._lines) >= self._backlog:
+                self._dropped += 1
+                return
+            self._lines.append(line)
+            self._wake.notify()
 
     def served(self, served: Served) -> None:
         self.put(format_served(served))
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(2.0)
+    def check_notices(self) -> None:
+        """Ask for the notices again soon (the session log just lost a record)."""
+        with self._wake:
+            self._check = True
+            self._wake.notify()
+
+    @property
+    def backlog(self) -> int:
+        """Lines waiting to be written."""
+        with self._wake:
+            return len(self._lines)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what waits (for up to `timeout` s: stdout may be stuck), then stop."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout)
 
     def _write(self) -> None:
-        while (line := self._queue.get()) is not None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._lines or self._dropped or self._check or self._closed)
+                # the whole backlog at once: the lines dropped since the last take all came after these
+                lines, dropped, closing = list(self._lines), self._dropped, self._closed
+                self._lines.clear()
+                self._dropped, self._check = 0, False
+            if dropped:
+                lines.append(f"{time.strftime('%H:%M:%S')} {_plural(dropped, 'line')} dropped: "
+                             "standard output did not keep up")
             try:
-                self._stream.write(line + "\n")
-                self._stream.flush()
-            except (OSError, ValueError):
+                if lines:
+                    self._out.write("".join(f"{line}\n" for line in lines))
+                    self._out.flush()
+                # after every batch too: the records of the requests just told may have been
+                # the first the log could write again
+                if notices := self._safe_notices():
+                    self._err.write("".join(f"{notice}\n" for notice in notices))
+                    self._err.flush()
+            except (OSError, ValueError):  # the output is gone (closed, broken pipe): drop from now on
                 return
+            if closing:
+                return
+
+    def _safe_notices(self) -> list[str]:
+        try:
+            return self._notices()
+        except Exception:
+            logger.exception("the headless notices failed")
+            return []
+
+
+class LogLossNotices:
+    """The session log's health as a headless operator reads it (on stderr): one notice
+    when records start being lost (with the reason and the path), one when a record is
+    written again (a disk that has room again), not one per lost record. Called on the
+    printer's thread only, so it needs no lock."""
+
+    def __init__(self, log_status: Callable[[], LogStatus]):
+        self._log_status = log_status
+        self._lost = 0  # records lost when last looked
+        self._lost_before: int | None = None  # while losing: records lost before this spell began
+
+    def __call__(self) -> list[str]:
+        status = self._log_status()
+        notices = []
+        if self._lost_before is None and status.lost > self._lost:
+            notices.append(log_loss_message(status.path, status.failure))
+            self._lost_before = self._lost
+        if self._lost_before is not None and not status.failing:
+            notices.append(f"{APP_NAME}: session log {status.path}: records are written again "
+                           f"({_plural(status.lost - self._lost_before, 'record')} lost)")
+            self._lost_before = None
+        self._lost = status.lost
+        return notices
 
 
 def format_served(served: Served) -> str:
