@@ -28,10 +28,10 @@ async def test_a_log_on_a_full_disk_ends_the_dashboard_with_the_message_and_exit
             "(choose another --log-file, or --no-log)") in printed
 
 
-async def test_a_disk_filling_mid_session_shows_in_the_status_line_at_once(make_app, small_disk):
+async def test_a_disk_filling_mid_session_shows_in_the_status_line_at_once_and_its_recovery(make_app, small_disk):
     log = small_disk / "session.jsonl"
     pad_log(log, slack=200)
-    fill(small_disk)
+    filler = fill(small_disk)
     app = make_app(FakeBackend(), log=log)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for_text(pilot, "ready")
@@ -40,6 +40,11 @@ async def test_a_disk_filling_mid_session_shows_in_the_status_line_at_once(make_
         assert any("Session log: records are being lost" in n and "No space left on device" in n
                    for n in notifications(app))
         assert "Traceback" not in screen_text(app)
+        filler.unlink()  # room again: the next record is written, and the alarm ends
+        await send(pilot, "again")
+        await wait_for_text(pilot, "lost earlier")
+        assert "LOG FAILING" not in screen_text(app)
+        assert any("Session log: writing again" in n for n in notifications(app))
     assert log.read_bytes().endswith(b"\n") and not read_session(log).skipped
 
 

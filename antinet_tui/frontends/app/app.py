@@ -345,7 +345,7 @@ class DashboardApp(App[int]):
         elif isinstance(event, ConnectionChanged):
             self._connection_changed(event)
         elif isinstance(event, SessionLogFailed):
-            self._status.change(log_lost=event.lost)
+            self._status.change(log_lost=event.lost, log_failing=True)
             if event.lost == 1:  # at once, and once: the status line keeps counting
                 self.notify(f"{event.path}: {event.reason}", title="Session log: records are being lost",
                             severity="error", timeout=30)
@@ -442,9 +442,14 @@ class DashboardApp(App[int]):
 
     def _poll_breaker(self) -> None:
         """Only OPEN changes with time (its countdown, and the lazy move to HALF-OPEN);
-        every other change arrives as an event."""
+        every other change arrives as an event. Also the session log's recovery, which
+        has no event: a record written again after losses."""
         if not self.is_running:
             return
+        if self._status.status.log_failing and not self.service.log_status().failing:
+            self._status.change(log_failing=False)
+            self.notify(f"{self._status.status.log_lost} records were lost", title="Session log: writing again",
+                        timeout=10)
         snapshot = self.dashboard.query_one(BreakerPane).snapshot
         if snapshot is not None and snapshot.state is BreakerState.OPEN:
             self._show_breaker()

@@ -24,6 +24,7 @@ class Status:
     queue: int = 0
     frozen: bool = False
     log_lost: int = 0  # session-log records the disk refused
+    log_failing: bool = False  # still refusing them (False once a record is written again)
     serving: str | None = None  # serve mode: where the API listens ("127.0.0.1:8080")
     clients: int = 0  # serve mode: open HTTP connections
     link: str | None = None  # attached to a remote engine: connecting / live / reconnecting in N s / refused: …
@@ -70,5 +71,8 @@ class StatusLine(Static):
             text.append("charts FROZEN", "bold reverse")
         if status.log_lost:
             text.append("  │  ")
-            text.append(f"LOG FAILING: {status.log_lost} lost", "bold reverse")
+            if status.log_failing:
+                text.append(f"LOG FAILING: {status.log_lost} lost", "bold reverse")
+            else:  # the disk had room again: the loss stays on record, no longer an alarm
+                text.append(f"log: {status.log_lost} lost earlier", "bold")
         self.update(text, layout=False)  # one line, always: no layout needed
