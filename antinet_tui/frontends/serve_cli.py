@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from antinet_tui.config import APP_NAME, Settings, config_path
 from antinet_tui.exit_codes import Exit
-from antinet_tui.frontends.common import fail, log_loss_message
+from antinet_tui.frontends.common import fail, log_loss_message, log_lost_exit
 
 if TYPE_CHECKING:
     from antinet_tui.frontends.server.served import Served
@@ -111,7 +111,7 @@ def _serve_headless(service, settings: Settings, sock) -> int:
     lines.close()
     if load_failed:
         return fail(load_failed[0], Exit.MODEL)
-    return int(Exit.OK)
+    return log_lost_exit(service, Exit.OK)
 
 
 def _serve_with_dashboard(service, settings: Settings, sock) -> int:
@@ -143,7 +143,7 @@ def _serve_with_dashboard(service, settings: Settings, sock) -> int:
         thread.drain_and_stop(settings.drain_timeout_s + 5)
     code = app.return_code or 0
     # a termination signal asked for the drain that just happened: that is a clean stop
-    return 0 if code in (128 + signal.SIGTERM, 128 + signal.SIGHUP) else code
+    return log_lost_exit(service, 0 if code in (128 + signal.SIGTERM, 128 + signal.SIGHUP) else code)
 
 
 def _plural(n: int, noun: str) -> str:

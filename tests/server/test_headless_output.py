@@ -170,7 +170,7 @@ def test_a_full_disk_is_told_once_on_stderr_while_clients_are_answered_and_its_r
         assert kept[1] == 400
         again = served.err.wait_for(WRITTEN_AGAIN)
         assert again.group(1) == str(log) and again.group(2) == "4"  # 3 refusals + 1 answer
-        assert served.stop() == 0
+        assert served.stop() == 7  # served all it was asked, but records were lost: as `run` and `bench` say
     finally:
         if served.proc.poll() is None:
             served.proc.kill()
@@ -178,6 +178,7 @@ def test_a_full_disk_is_told_once_on_stderr_while_clients_are_answered_and_its_r
     assert len([line for line in err if re.search(LOST, line)]) == 1, err  # not one per lost record
     assert len([line for line in err if re.search(WRITTEN_AGAIN, line)]) == 1, err
     assert "Traceback" not in "\n".join(err)
+    assert any(f"the session log {log} lost 4 record(s)" in line for line in err), err
     records = read_session(log)
     assert records.skipped == []  # no half line
     assert [r["origin"] for r in records if r["kind"] == "http_error"] == [kept[0]]
