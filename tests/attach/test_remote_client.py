@@ -246,6 +246,24 @@ def test_a_late_watcher_starts_from_the_snapshot(tiny_server):
         client.shutdown()
 
 
+def test_the_snapshot_keeps_only_the_recent_requests_even_when_all_are_refused(tiny_server):
+    """The late watchers' history is bounded by requests, whatever ended them: with the
+    breaker isolated every request is refused at submission (no Accepted), and a server
+    refusing clients all night must not keep a record of each."""
+    from antinet_tui.frontends.server.attach import RECENT_REQUESTS
+
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    with httpx.Client(base_url=tiny_server.url, timeout=30) as http:
+        assert http.post("/attach/breaker/isolate").status_code == 200
+        for _ in range(RECENT_REQUESTS + 30):
+            refused = http.post("/v1/chat/completions", json=body)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "breaker_open"
+        requests = http.get("/attach/snapshot").json()["requests"]
+    assert len(requests) == RECENT_REQUESTS
+    ids = [r["end"]["request_id"] for r in requests]
+    assert ids == sorted(ids) and ids[-1] == RECENT_REQUESTS + 30  # the newest are the ones kept
+
+
 @pytest.mark.parametrize("how", ["the link drops", "the watcher cancels"])
 def test_a_watchers_request_is_cancelled_there(how):
     """The engine pauses mid-answer (a fake backend, so the answer cannot end first); the

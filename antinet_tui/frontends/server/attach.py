@@ -199,8 +199,6 @@ class WatchHub:
         record = {"seq": self._seq, **event.to_record()}
         if isinstance(event, Accepted):
             self._requests[rid] = _Trace(accepted=record)
-            while len(self._requests) > RECENT_REQUESTS:
-                self._requests.popitem(last=False)
         elif isinstance(event, Started):
             if (trace := self._requests.get(rid)) is not None:
                 trace.started = record
@@ -209,6 +207,9 @@ class WatchHub:
             if trace is None:  # refused at submission: no Accepted before it
                 trace = self._requests[rid] = _Trace()
             trace.end = record
+        # after either insertion: refusals alone (a breaker held open, clients retrying) must not grow it
+        while len(self._requests) > RECENT_REQUESTS:
+            self._requests.popitem(last=False)
 
     # -- the event loop ----------------------------------------------------------------------
 
