@@ -15,6 +15,7 @@ raising priority is not permitted.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -32,6 +33,24 @@ from antinet_tui.engine.protocol import (
     OnToken,
     StopReason,
 )
+from antinet_tui.runtime.breaker import BreakerConfig, BreakerSnapshot, BreakerState
+from antinet_tui.runtime.events import (
+    Accepted,
+    BreakerTransition,
+    Cancelled,
+    Event,
+    Failed,
+    Finished,
+    Loaded,
+    LoadFailed,
+    LoadProgress,
+    ModeChanged,
+    Rejected,
+    SessionLogFailed,
+    Started,
+    Token,
+)
+from antinet_tui.runtime.metrics import RequestMetrics
 
 
 @dataclass(frozen=True)
@@ -292,10 +311,41 @@ class EventRecorder:
             return [e.kind for e in self.events if request_id is None or e.request_id == request_id]
 
 
-def wait_until(condition, timeout: float = 5.0, interval: float = 0.005) -> None:
+def wait_until(condition, what: str = "the condition", timeout: float = 10.0, interval: float = 0.005) -> None:
     """Poll a condition that no event signals (e.g. a backend counter), like oterm's helper."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def one_event_of_each() -> list[Event]:
+    """Every event type with its optional fields filled, for the round trips (record, stream);
+    three tokens in a row, the last one empty, as a stream batches them."""
+    info = ModelInfo("m", "/m.gguf", "llama", "numpy", 2048, n_params=135, quantization="Q4_1",
+                     details={"from_cache": True})
+    caps = Capabilities((ModeInfo("burst", "all cores"), ModeInfo("default", "half")), "default")
+    readback = ModeReadback("burst", "burst (partial)", {"threads": 2, "nice": 0}, ("priority: not permitted",), 0.01)
+    metrics = RequestMetrics(1.5, 20.0, 300.0, 40.0, 900.0, 12, 8, "burst", "eos", "finished", {"seed": 4}, 880.5)
+    snapshot = BreakerSnapshot(BreakerState.OPEN, "4 of the last 4 calls failed", 30.0, 0, 4, 4,
+                               BreakerConfig(slow_call_ms=1500))
+    return [
+        LoadProgress(0.5, "dequantizing"),
+        Loaded(info, caps, readback),
+        LoadFailed("not a GGUF file"),
+        Accepted(7, "hello", 64, 2, origin="127.0.0.1:53122", measurement=True),
+        Started(7, 3.25),
+        Token(7, 504, "The", 0),
+        Token(7, 3575, " capital", 1),
+        Token(7, 0, "", 2),
+        Finished(7, "The capital", (504, 3575, 0), metrics),
+        Cancelled(8, "", (), dataclasses.replace(metrics, outcome="cancelled", ttft_ms=None, service_ms=None)),
+        Failed(9, "the NPU went away", dataclasses.replace(metrics, outcome="failed", stop_reason=None)),
+        Rejected(10, "queue full: 8 requests waiting", "queue_full", 2.5),
+        Rejected(None, "breaker isolated", "breaker_open"),
+        BreakerTransition(BreakerState.CLOSED, BreakerState.OPEN, "4 of the last 4 calls failed", snapshot),
+        ModeChanged("burst", readback, requested_by="experiment", change_id=3),
+        ModeChanged("turbo", None, error="unknown mode 'turbo'"),
+        SessionLogFailed("/var/log/antinet/session.jsonl", "No space left on device", 3),
+    ]

@@ -12,30 +12,23 @@ import threading
 import time
 
 import pytest
-from fakes import EventRecorder, FakeBackend, FakeClock, wait_until
+from fakes import EventRecorder, FakeBackend, FakeClock, one_event_of_each, wait_until
 
 from antinet_tui.engine.errors import EngineError
-from antinet_tui.engine.protocol import Capabilities, GenerationRequest, ModeInfo, ModelInfo, ModeReadback
-from antinet_tui.runtime.breaker import BreakerConfig, BreakerSnapshot, BreakerState, CircuitBreaker
+from antinet_tui.engine.protocol import GenerationRequest
+from antinet_tui.runtime.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from antinet_tui.runtime.client import EngineClient, EngineReserved, ServiceState, generate
 from antinet_tui.runtime.events import (
     Accepted,
     BreakerTransition,
     Cancelled,
     Event,
-    Failed,
     Finished,
-    Loaded,
-    LoadFailed,
-    LoadProgress,
-    ModeChanged,
     Rejected,
-    SessionLogFailed,
-    Started,
     Token,
     event_types,
 )
-from antinet_tui.runtime.metrics import MetricsSummary, RequestMetrics
+from antinet_tui.runtime.metrics import MetricsSummary
 from antinet_tui.runtime.service import EngineService
 from antinet_tui.runtime.session_log import SessionLog, read_session
 
@@ -340,35 +333,8 @@ def test_the_session_log_records_each_requests_origin(tmp_path):
     assert all(isinstance(Event.from_record(r), Finished) for r in finished)  # extra keys are ignored
 
 
-def _one_of_each() -> list[Event]:
-    info = ModelInfo("m", "/m.gguf", "llama", "numpy", 2048, n_params=135, quantization="Q4_1",
-                     details={"from_cache": True})
-    caps = Capabilities((ModeInfo("burst", "all cores"), ModeInfo("default", "half")), "default")
-    readback = ModeReadback("burst", "burst (partial)", {"threads": 2, "nice": 0}, ("priority: not permitted",), 0.01)
-    metrics = RequestMetrics(1.5, 20.0, 300.0, 40.0, 900.0, 12, 8, "burst", "eos", "finished", {"seed": 4}, 880.5)
-    snapshot = BreakerSnapshot(BreakerState.OPEN, "4 of the last 4 calls failed", 30.0, 0, 4, 4,
-                               BreakerConfig(slow_call_ms=1500))
-    return [
-        LoadProgress(0.5, "dequantizing"),
-        Loaded(info, caps, readback),
-        LoadFailed("not a GGUF file"),
-        Accepted(7, "hello", 64, 2, origin="127.0.0.1:53122", measurement=True),
-        Started(7, 3.25),
-        Token(7, 504, "The", 0),
-        Finished(7, "The capital", (504, 3575), metrics),
-        Cancelled(8, "", (), dataclasses.replace(metrics, outcome="cancelled", ttft_ms=None, service_ms=None)),
-        Failed(9, "the NPU went away", dataclasses.replace(metrics, outcome="failed", stop_reason=None)),
-        Rejected(10, "queue full: 8 requests waiting", "queue_full", 2.5),
-        Rejected(None, "breaker isolated", "breaker_open"),
-        BreakerTransition(BreakerState.CLOSED, BreakerState.OPEN, "4 of the last 4 calls failed", snapshot),
-        ModeChanged("burst", readback, requested_by="experiment", change_id=3),
-        ModeChanged("turbo", None, error="unknown mode 'turbo'"),
-        SessionLogFailed("/var/log/session.jsonl", "No space left on device", 3),
-    ]
-
-
 def test_every_event_type_round_trips_through_its_record():
-    events = _one_of_each()
+    events = one_event_of_each()
     assert {type(e) for e in events} == set(event_types().values())
     for event in events:
         record = json.loads(json.dumps(event.to_record(), allow_nan=False))  # as the log or the wire carries it
