@@ -31,7 +31,6 @@ from antinet_tui.config import Settings
 from antinet_tui.engine.errors import EngineError
 from antinet_tui.frontends.server import openai_format
 from antinet_tui.frontends.server.errors import (
-    AUTHENTICATION,
     RATE_LIMIT,
     SERVER_ERROR,
     UNAVAILABLE,
@@ -40,7 +39,9 @@ from antinet_tui.frontends.server.errors import (
     bad_request,
     bearer_token,
     client_address,
+    draining_refusal,
     exception_handlers,
+    key_refused,
     refusal_outcome,
 )
 from antinet_tui.frontends.server.prometheus import CONTENT_TYPE, ServerMetrics
@@ -144,12 +145,9 @@ class _Gate:
         if self._key is not None:
             given = bearer_token(scope.get("headers", ()))
             if given is None or not hmac.compare_digest(given, self._key):
-                what = "no API key was sent" if given is None else "the API key is not valid"
-                return APIError(401, f"{what}: send the header 'Authorization: Bearer KEY'",
-                                type=AUTHENTICATION, code="invalid_api_key")
+                return key_refused(given)
         if self.server_state.draining and path != "/metrics":
-            return APIError(503, "the server is shutting down and takes no new requests", type=UNAVAILABLE,
-                            code="draining", retry_after_s=LOADING_RETRY_S)
+            return draining_refusal()
         return None
 
 

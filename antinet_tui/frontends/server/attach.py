@@ -65,7 +65,9 @@ from antinet_tui.frontends.server.errors import (
     bad_request,
     bearer_token,
     client_address,
+    draining_refusal,
     exception_handlers,
+    key_refused,
 )
 from antinet_tui.frontends.server.served import OnServed
 from antinet_tui.platform.system_stats import SystemSampler
@@ -585,8 +587,7 @@ class AttachGate:
         needed = WATCH if scope["path"] in self.watch_paths and scope["method"] == "GET" else CONTROL
         refusal = self._refusal(scope, needed)
         if refusal is None and needed == CONTROL and self.draining():
-            refusal = APIError(503, "the server is shutting down and takes no new requests", type=UNAVAILABLE,
-                               code="draining", retry_after_s=5)
+            refusal = draining_refusal()
         if refusal is not None:
             await self.refusals.response(scope, refusal)(scope, receive, send)
             return
@@ -605,8 +606,7 @@ class AttachGate:
                                  "start serve with --api-key (and --watch-key for read-only watchers)",
                             type=AUTHENTICATION, code="key_required")
         if given is None:
-            return APIError(401, "no API key was sent: send the header 'Authorization: Bearer KEY'",
-                            type=AUTHENTICATION, code="invalid_api_key")
+            return key_refused(given)
         if hmac.compare_digest(given, control_key):
             return None
         if watch_key is not None and hmac.compare_digest(given, watch_key):
@@ -614,7 +614,7 @@ class AttachGate:
                 return None
             return APIError(403, "this key may watch but not control (use the API key for controls)",
                             type=AUTHENTICATION, code="watch_only")
-        return APIError(401, "the API key is not valid", type=AUTHENTICATION, code="invalid_api_key")
+        return key_refused(given)
 
 
 def _encode(key: str | None) -> bytes | None:

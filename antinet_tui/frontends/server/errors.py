@@ -83,6 +83,22 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, param=param, code=code)
 
 
+def key_refused(given: bytes | None) -> APIError:
+    """401 for a request without the key, or with another one (the API and attach gates)."""
+    what = "no API key was sent" if given is None else "the API key is not valid"
+    return APIError(401, f"{what}: send the header 'Authorization: Bearer KEY'", type=AUTHENTICATION,
+                    code="invalid_api_key")
+
+
+DRAIN_RETRY_S = 5.0  # Retry-After while draining: a restarted server listens again in a few seconds
+
+
+def draining_refusal() -> APIError:
+    """503 for a new request while the server drains for a stop (the API and attach gates)."""
+    return APIError(503, "the server is shutting down and takes no new requests", type=UNAVAILABLE,
+                    code="draining", retry_after_s=DRAIN_RETRY_S)
+
+
 def unsupported(feature: str, param: str) -> APIError:
     return APIError(400, f"{feature} is not supported by this server", param=param, code="unsupported_parameter")
 
