@@ -44,7 +44,8 @@ async def test_a_disk_filling_mid_session_shows_in_the_status_line_at_once_and_i
         await send(pilot, "again")
         await wait_for_text(pilot, "lost earlier")
         assert "LOG FAILING" not in screen_text(app)
-        assert any("Session log: writing again" in n for n in notifications(app))
+        await wait_until(pilot, lambda: any("Session log: writing again" in n for n in notifications(app)),
+                         "the toast that writing resumed")
     assert log.read_bytes().endswith(b"\n") and not read_session(log).skipped
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from openai import AuthenticationError, OpenAI
@@ -68,7 +70,16 @@ def test_metrics_parse_and_count_what_clients_saw(start_server, tiny_model):
         usage = [http.post("/v1/chat/completions", json={"messages": HELLO}).json()["usage"] for _ in range(3)]
         server.service.isolate_breaker()
         assert http.post("/v1/chat/completions", json={"messages": HELLO}).status_code == 503
-        after = families(http.get("/metrics").text)
+        # counted when the runtime's event is dispatched and after the answer's last byte:
+        # a scrape right after the answer may come a moment before either
+        deadline = time.monotonic() + 10
+        while True:
+            after = families(http.get("/metrics").text)
+            counted = (sample(after["antinet_requests"], "_total", outcome="rejected"),
+                       sample(after["antinet_http_responses"], "_total", route="/v1/chat/completions", status="503"))
+            if counted == (1, 1) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
 
     assert sample(after["antinet_requests"], "_total", outcome="finished") == 3
     assert sample(after["antinet_requests"], "_total", outcome="rejected") == 1
